@@ -1,0 +1,120 @@
+"""``kl-divergence``: how far the subject's next-token distributions are from the reference's.
+
+The sharper measure used by llama.cpp's maintainers: mean, median and tail (p99, p99.9) of the
+per-token KL divergence, and the top-1 agreement ("same top p"). Every statistic is in the
+report's table per domain; each one with a floor in the policy also becomes a judged result with
+a bootstrap interval over chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from qgate.check import Check, CheckContext
+from qgate.hookspecs import hookimpl
+from qgate.options import option
+from qgate.results import CheckResult, Comparison
+from qgate.scoring.evaluation import PairedScores
+from qgate_checks._common import chunk_interval, pooled, select_domains, token_rows
+
+
+@dataclass
+class KLDivergenceOptions:
+    max_mean: float | None = option(0.02, "largest mean KLD (nats)", minimum=0)
+    max_median: float | None = option(None, "largest median KLD (nats)", minimum=0)
+    max_p99: float | None = option(None, "largest 99th-percentile KLD (nats)", minimum=0)
+    max_p999: float | None = option(None, "largest 99.9th-percentile KLD (nats)", minimum=0)
+    min_top1_agreement: float | None = option(
+        None,
+        "smallest share of positions where both models rank the same token first",
+        minimum=0,
+        maximum=1,
+    )
+    domains: list[str] | None = option(None, "only these dataset domains (default: all)")
+
+
+Statistic = Callable[[PairedScores, np.ndarray], float]
+
+STATISTICS: list[tuple[str, str, Statistic, Comparison]] = [
+    ("kld_mean", "max_mean", lambda s, rows: float(s.kld[rows].mean()), Comparison.LE),
+    ("kld_median", "max_median", lambda s, rows: float(np.median(s.kld[rows])), Comparison.LE),
+    ("kld_p99", "max_p99", lambda s, rows: float(np.quantile(s.kld[rows], 0.99)), Comparison.LE),
+    ("kld_p999", "max_p999", lambda s, rows: float(np.quantile(s.kld[rows], 0.999)), Comparison.LE),
+    (
+        "top1_agreement",
+        "min_top1_agreement",
+        lambda s, rows: float((s.ref_top1[rows] == s.sub_top1[rows]).mean()),
+        Comparison.GE,
+    ),
+]
+
+
+class KLDivergenceCheck(Check):
+    name = "kl-divergence"
+    description = "KL divergence (mean, median, p99, p99.9) and top-1 agreement vs the reference"
+    Options = KLDivergenceOptions
+    needs_reference = True
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        options: KLDivergenceOptions = ctx.options
+        domains = select_domains(ctx, options.domains)
+        if not domains:
+            return [ctx.skip(f"no dataset domain matches {options.domains}")]
+        scores = pooled(domains)
+        everything = np.arange(len(scores.kld))
+        results = []
+        thresholded = [row for row in STATISTICS if getattr(options, row[1]) is not None]
+        judged = thresholded or STATISTICS[:1]  # nothing to judge: report the mean
+        for metric, option_name, statistic, comparison in judged:
+            value = statistic(scores, everything)
+            interval = chunk_interval(ctx, scores, _over_chunks(statistic, scores))
+            unit = "%" if metric == "top1_agreement" else ""
+            results.append(
+                ctx.result(
+                    metric,
+                    value,
+                    threshold=getattr(options, option_name),
+                    comparison=comparison,
+                    interval=interval,
+                    unit=unit,
+                )
+            )
+        table_rows = []
+        for s in domains:
+            rows = np.arange(len(s.kld))
+            table_rows.append(
+                [s.domain, len(s.kld)]
+                + [
+                    f"{f(s, rows) * 100:.2f}%" if m == "top1_agreement" else round(f(s, rows), 5)
+                    for m, _, f, _ in STATISTICS
+                ]
+            )
+        results[0].details["tables"] = [
+            {
+                "title": "KL divergence by domain (nats)",
+                "columns": [
+                    "domain",
+                    "tokens",
+                    "mean",
+                    "median",
+                    "p99",
+                    "p99.9",
+                    "top-1 agreement",
+                ],
+                "rows": table_rows,
+            }
+        ]
+        return results
+
+
+def _over_chunks(statistic: Statistic, scores: PairedScores) -> Callable[[np.ndarray], float]:
+    """``statistic`` over the tokens of a resample of chunk indices."""
+    return lambda chunks: statistic(scores, token_rows(scores, chunks))
+
+
+@hookimpl
+def qgate_checks() -> list[Check]:
+    return [KLDivergenceCheck()]

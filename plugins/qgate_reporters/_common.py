@@ -1,0 +1,141 @@
+"""Helpers shared by the built-in reporters: numbers, verdict counts and short texts."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from qgate.check import format_value
+from qgate.results import CheckResult, Interval, RunReport, SubjectReport, Verdict
+
+#: the order verdicts are listed in: worst first, as ``overall_verdict`` ranks them
+VERDICT_ORDER: tuple[Verdict, ...] = (
+    Verdict.ERROR,
+    Verdict.FAIL,
+    Verdict.WARN,
+    Verdict.PASS,
+    Verdict.SKIP,
+)
+
+#: the counters worth showing in a summary footer, with their human names
+COUNTER_NAMES: tuple[tuple[str, str], ...] = (
+    ("model_loads", "model loads"),
+    ("scoring_passes", "scoring passes"),
+    ("reference_cache_hits", "reference cache hits"),
+)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_NEWLINES = re.compile(r"\r\n|\r|\n|\t")
+
+
+def as_float(value: Any) -> float | None:
+    """A number from a result field: floats, ints, or the ``"nan"``/``"inf"`` strings that
+    ``to_dict`` writes for non-finite values (so a re-read JSON report renders the same)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def is_finite(value: Any) -> bool:
+    number = as_float(value)
+    return number is not None and math.isfinite(number)
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    """``format_value`` that also accepts the strings a JSON round trip leaves behind."""
+    number = as_float(value)
+    if number is None:
+        return "n/a" if value is None else str(value)
+    return format_value(number, unit)
+
+
+def value_text(result: CheckResult) -> str:
+    """The measured value with its unit, or ``""`` when the result has none."""
+    return "" if result.value is None else fmt(result.value, result.unit)
+
+
+def interval_text(interval: Interval | None, unit: str = "", *, level: bool = False) -> str:
+    """``[low, high]``, optionally followed by the confidence level: ``[a, b] 95%``."""
+    if interval is None:
+        return ""
+    text = f"[{fmt(interval.low, unit)}, {fmt(interval.high, unit)}]"
+    conf = as_float(interval.level)
+    if level and conf is not None and math.isfinite(conf):
+        text += f" {conf * 100:g}%"
+    return text
+
+
+def threshold_text(result: CheckResult) -> str:
+    """``<= 0.0100`` (the comparison and the floor), or ``""`` without a threshold."""
+    if result.threshold is None:
+        return ""
+    limit = fmt(result.threshold, result.unit)
+    return f"{result.comparison.value} {limit}" if result.comparison is not None else limit
+
+
+def value_summary(result: CheckResult) -> str:
+    """``1.0282 [1.0210, 1.0350] (limit <= 1.0100)``: value, interval and threshold together."""
+    parts = []
+    if result.value is not None:
+        parts.append(value_text(result))
+    if result.interval is not None:
+        parts.append(interval_text(result.interval, result.unit))
+    if result.threshold is not None:
+        parts.append(f"(limit {threshold_text(result)})")
+    return " ".join(parts)
+
+
+def one_line(text: Any) -> str:
+    """A single line: newlines and tabs become spaces, other control characters are dropped."""
+    return _CONTROL.sub("", _NEWLINES.sub(" ", str(text)))
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, with an ellipsis where it was cut."""
+    if limit <= 0:
+        return ""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def verdict_counts(results: Iterable[CheckResult]) -> dict[Verdict, int]:
+    """How many results have each verdict, in :data:`VERDICT_ORDER` (zero counts included)."""
+    counts = dict.fromkeys(VERDICT_ORDER, 0)
+    for result in results:
+        counts[result.verdict] += 1
+    return counts
+
+
+def counts_text(counts: dict[Verdict, int], *, skip_zero: bool = True) -> str:
+    """``2 fail, 5 pass`` (worst first); ``no results`` when there are none."""
+    parts = [f"{n} {v.value}" for v, n in counts.items() if n or not skip_zero]
+    return ", ".join(parts) if parts else "no results"
+
+
+def all_results(report: RunReport) -> list[CheckResult]:
+    return [r for _, r in report.results]
+
+
+def counters(report: RunReport) -> list[tuple[str, Any]]:
+    """The report's known counters (those present) with human names, then any others."""
+    known = dict(COUNTER_NAMES)
+    shown = [(known[k], report.counters[k]) for k, _ in COUNTER_NAMES if k in report.counters]
+    shown += [(k.replace("_", " "), v) for k, v in report.counters.items() if k not in known]
+    return shown
+
+
+def subject_format(subject: SubjectReport) -> str:
+    return str(subject.info.get("format") or "")

@@ -1,0 +1,290 @@
+"""Line charts as plain data for an inline SVG: the HTML template draws what this computes.
+
+Nothing here writes markup. Positions are numbers formatted here; every piece of text (titles,
+axis labels, series names, tick labels) is passed through as text for the template's autoescape.
+A chart survives bad data: NaN, infinities and ``None`` are skipped (they break a line into
+segments), a lone point is drawn as a dot, an empty line is listed in the legend as "no data",
+and a flat series gets a range around its value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from qgate_reporters._common import as_float
+
+WIDTH = 640
+PLOT_HEIGHT = 240
+MARGIN_LEFT = 72
+MARGIN_RIGHT = 24
+MARGIN_TOP = 28
+MARGIN_BOTTOM = 44  # tick labels and the x-axis label
+LEGEND_ROW = 18
+#: space between the y axis (and the right edge) and the first (last) x position
+X_INSET = 8
+MAX_CATEGORY_TICKS = 12
+#: a line with more points than this gets dots only where a point stands alone
+MAX_MARKERS = 60
+#: colour-blind-safe palette (Okabe-Ito)
+PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442")
+
+
+@dataclass
+class Tick:
+    pos: str  #: the position along the axis, in SVG user units
+    label: str
+
+
+@dataclass
+class Marker:
+    x: str
+    y: str
+
+
+@dataclass
+class ChartLine:
+    name: str
+    color: str
+    #: ``points`` attributes of polylines: one per run of consecutive finite points
+    segments: list[str] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    empty: bool = False
+
+
+@dataclass
+class LegendItem:
+    name: str
+    color: str
+    x: str  #: where its colour swatch starts
+    y: str
+    empty: bool
+
+    @property
+    def swatch_end(self) -> str:
+        return num(float(self.x) + 18)
+
+    @property
+    def text_x(self) -> str:
+        return num(float(self.x) + 24)
+
+
+@dataclass
+class Chart:
+    title: str
+    x_label: str
+    y_label: str
+    width: int
+    height: int
+    left: int
+    top: int
+    right: int
+    bottom: int
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    lines: list[ChartLine] = field(default_factory=list)
+    legend: list[LegendItem] = field(default_factory=list)
+    #: shown instead of the plot when no line has a single finite point
+    note: str = ""
+
+    @property
+    def plot_width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def plot_height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def x_label_y(self) -> int:
+        return self.bottom + MARGIN_BOTTOM - 8
+
+    @property
+    def y_label_x(self) -> int:
+        return 14
+
+    @property
+    def mid_x(self) -> int:
+        return (self.left + self.right) // 2
+
+    @property
+    def mid_y(self) -> int:
+        return (self.top + self.bottom) // 2
+
+
+def num(value: float) -> str:
+    """A coordinate for an SVG attribute: short, and never NaN."""
+    return f"{value:.2f}".rstrip("0").rstrip(".") if math.isfinite(value) else "0"
+
+
+def tick_labels(values: list[float]) -> list[str]:
+    """Short labels for ticks, with as many digits as it takes to tell them apart."""
+    step = abs(values[1] - values[0]) if len(values) > 1 else 0.0
+    # start + i * step can land a hair off zero (2.7e-17): that tick is zero
+    values = [0.0 if abs(v) <= step * 1e-9 else v for v in values]
+    labels: list[str] = []
+    for digits in range(4, 18):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
+
+
+def nice_step(span: float, target: int = 5) -> float:
+    """A round step (1, 2, 2.5 or 5 times a power of ten) giving about ``target`` ticks."""
+    if not math.isfinite(span) or span <= 0:
+        return 1.0
+    raw = span / max(target, 1)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    for multiple in (1.0, 2.0, 2.5, 5.0, 10.0):
+        step = multiple * magnitude
+        if step >= raw:
+            return step
+    return 10 * magnitude
+
+
+def padded_range(low: float, high: float) -> tuple[float, float]:
+    """``(low, high)`` widened when it is a single value, so the axis has a length."""
+    if high > low:
+        return low, high
+    pad = abs(low) * 0.1 if low != 0 else 1.0
+    return low - pad, high + pad
+
+
+def nice_ticks(low: float, high: float, target: int = 5) -> tuple[float, float, list[float]]:
+    """An axis range widened to round numbers, and the ticks on it."""
+    low, high = padded_range(low, high)
+    step = nice_step(high - low, target)
+    start = math.floor(low / step) * step
+    stop = math.ceil(high / step) * step
+    count = round((stop - start) / step)
+    if not 1 <= count <= 50:  # float trouble at extreme magnitudes: just the two ends
+        return low, high, [low, high]
+    ticks = [start + i * step for i in range(count + 1)]
+    return start, stop, ticks
+
+
+def _is_category(value: Any) -> bool:
+    return value is not None and as_float(value) is None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def build_chart(series: dict[str, Any]) -> Chart:
+    """Chart geometry for one ``details["series"]`` entry.
+
+    ``series`` is ``{"title", "x_label", "y_label", "lines": [{"name", "x": [...], "y": [...]}]}``;
+    x values that are not numbers (bucket names, say) are placed evenly in order of appearance.
+    """
+    raw_lines = [ln for ln in _as_list(series.get("lines")) if isinstance(ln, dict)]
+    parsed: list[tuple[str, list[tuple[Any, float | None]]]] = []
+    for raw in raw_lines:
+        xs, ys = _as_list(raw.get("x")), _as_list(raw.get("y"))
+        if not xs and ys:
+            xs = list(range(len(ys)))
+        # x and y of different lengths: the extra values have no partner and are dropped
+        pairs = [(x, as_float(y)) for x, y in zip(xs, ys, strict=False)]
+        parsed.append((str(raw.get("name", "")), pairs))
+
+    categorical = any(_is_category(x) for _, points in parsed for x, _ in points)
+    categories: dict[str, int] = {}
+    if categorical:
+        for _, points in parsed:
+            for x, _ in points:
+                if x is not None:
+                    categories.setdefault(str(x), len(categories))
+
+    def x_of(x: Any) -> float | None:
+        if x is None:
+            return None
+        if categorical:
+            return float(categories[str(x)])
+        return as_float(x)
+
+    finite: list[list[tuple[float, float] | None]] = []
+    for _, points in parsed:
+        row: list[tuple[float, float] | None] = []
+        for x, y in points:
+            fx = x_of(x)
+            ok = fx is not None and y is not None and math.isfinite(fx) and math.isfinite(y)
+            row.append((fx, y) if ok and fx is not None and y is not None else None)
+        finite.append(row)
+
+    legend_rows = len(parsed)
+    bottom = MARGIN_TOP + PLOT_HEIGHT
+    chart = Chart(
+        title=str(series.get("title", "")),
+        x_label=str(series.get("x_label", "")),
+        y_label=str(series.get("y_label", "")),
+        width=WIDTH,
+        height=bottom + MARGIN_BOTTOM + LEGEND_ROW * legend_rows + 8,
+        left=MARGIN_LEFT,
+        top=MARGIN_TOP,
+        right=WIDTH - MARGIN_RIGHT,
+        bottom=bottom,
+    )
+    all_points = [p for row in finite for p in row if p is not None]
+    for i, (name, _) in enumerate(parsed):
+        color = PALETTE[i % len(PALETTE)]
+        y = bottom + MARGIN_BOTTOM + LEGEND_ROW * i + 10
+        empty = not any(p is not None for p in finite[i])
+        chart.legend.append(LegendItem(name, color, num(chart.left), num(y), empty))
+    if not all_points:
+        chart.note = "no data"
+        chart.lines = [
+            ChartLine(name, PALETTE[i % len(PALETTE)], empty=True)
+            for i, (name, _) in enumerate(parsed)
+        ]
+        return chart
+
+    x_low, x_high = padded_range(min(p[0] for p in all_points), max(p[0] for p in all_points))
+    y_low, y_high, y_ticks = nice_ticks(
+        min(p[1] for p in all_points), max(p[1] for p in all_points)
+    )
+
+    def sx(x: float) -> float:
+        inner = chart.plot_width - 2 * X_INSET
+        return chart.left + X_INSET + (x - x_low) / (x_high - x_low) * inner
+
+    def sy(y: float) -> float:
+        return chart.bottom - (y - y_low) / (y_high - y_low) * chart.plot_height
+
+    y_labels = tick_labels(y_ticks)
+    chart.y_ticks = [Tick(num(sy(t)), lab) for t, lab in zip(y_ticks, y_labels, strict=True)]
+    if categorical:
+        every = max(1, math.ceil(len(categories) / MAX_CATEGORY_TICKS))
+        chart.x_ticks = [
+            Tick(num(sx(float(i))), name)
+            for name, i in categories.items()
+            if i % every == 0 and x_low <= i <= x_high
+        ]
+    else:
+        step = nice_step(x_high - x_low)
+        first = math.ceil(x_low / step - 1e-9) * step
+        ticks: list[float] = []
+        t = first
+        while t <= x_high + step * 1e-9 and len(ticks) < 50:
+            ticks.append(t)
+            t = first + step * len(ticks)
+        labels = tick_labels(ticks)
+        chart.x_ticks = [Tick(num(sx(t)), lab) for t, lab in zip(ticks, labels, strict=True)]
+
+    for i, (name, _) in enumerate(parsed):
+        line = ChartLine(name, PALETTE[i % len(PALETTE)], empty=chart.legend[i].empty)
+        points = [p for p in finite[i] if p is not None]
+        dots_everywhere = len(points) <= MAX_MARKERS
+        run: list[Marker] = []
+        for point in [*finite[i], None]:
+            if point is not None:
+                run.append(Marker(num(sx(point[0])), num(sy(point[1]))))
+                continue
+            if len(run) > 1:
+                line.segments.append(" ".join(f"{m.x},{m.y}" for m in run))
+            if dots_everywhere or len(run) == 1:
+                line.markers.extend(run)
+            run = []
+        chart.lines.append(line)
+    return chart

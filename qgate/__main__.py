@@ -1,0 +1,3 @@
+from qgate.cli import main
+
+main()

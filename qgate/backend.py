@@ -1,0 +1,212 @@
+"""The backend interface: how qgate opens, describes, scores and runs a model artifact.
+
+A backend plugin provides a :class:`Backend`; ``Backend.inspect`` reads metadata without loading
+weights (static checks need nothing more), ``Backend.load`` returns a :class:`LoadedModel` that
+can tokenize, score token sequences and generate. Heavy imports (llama_cpp, torch, ...) belong
+inside ``load``/``inspect`` so a missing extra becomes a clear :class:`MissingExtraError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from qgate.options import option
+
+KVCacheType = Literal[
+    "f32", "f16", "bf16", "q8_0", "q6", "q5_1", "q5_0", "q4_1", "q4_0", "q4", "q8", "iq4_nl"
+]
+
+#: The order of KV cache types from most to least precise, for ``quant-floor`` rules.
+KV_CACHE_BITS: dict[str, float] = {
+    "f32": 32,
+    "f16": 16,
+    "bf16": 16,
+    "q8_0": 8.5,
+    "q8": 8.5,
+    "q6": 6.5,
+    "q5_1": 6,
+    "q5_0": 5.5,
+    "q4_1": 5,
+    "iq4_nl": 4.5,
+    "q4_0": 4.5,
+    "q4": 4.5,
+}
+
+
+@dataclass
+class BackendOptions:
+    """Load-time settings shared by every backend; a backend ignores what it cannot honour."""
+
+    n_ctx: int = option(512, "context size in tokens", minimum=16)
+    threads: int | None = option(None, "CPU threads (default: all cores)", minimum=1)
+    batch_size: int | None = option(None, "tokens per forward pass (default: n_ctx)", minimum=1)
+    gpu_layers: int = option(0, "layers to offload to the GPU (-1: all)", minimum=-1)
+    kv_cache: KVCacheType = option("f16", "KV cache type for keys and values")
+    seed: int = option(1234, "seed for sampling", minimum=0)
+    #: backend-specific settings, passed through untouched
+    extra: dict[str, Any] = option(default_factory=dict, help="backend-specific settings")
+
+
+@dataclass
+class ModelInfo:
+    """What a model artifact says about itself, read without loading its weights."""
+
+    path: str
+    format: str
+    label: str = ""  #: a short name for reports (the file or folder name)
+    architecture: str | None = None
+    parameter_count: int | None = None
+    file_type: str | None = None
+    bits_per_weight: float | None = None
+    #: tensor type name -> number of tensors of that type
+    tensor_types: dict[str, int] = field(default_factory=dict)
+    #: tensor name -> type name, for ``quant-floor`` rules on named tensors
+    tensor_type_by_name: dict[str, str] = field(default_factory=dict)
+    expert_count: int | None = None
+    context_length: int | None = None
+    vocab_size: int | None = None
+    #: identity fields: name, basename, finetune, base_model.* ...
+    identity: dict[str, str] = field(default_factory=dict)
+    tokenizer_hash: str | None = None
+    chat_template_hash: str | None = None
+    file_size: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def condition_fields(self) -> dict[str, Any]:
+        """The fields a policy's ``when:`` may test."""
+        return {
+            "format": self.format,
+            "architecture": self.architecture,
+            "bits_per_weight": self.bits_per_weight,
+            "expert_count": self.expert_count or 0,
+            "parameter_count": self.parameter_count,
+            "context_length": self.context_length,
+            "file_type": self.file_type,
+        }
+
+    def to_dict(self, *, with_tensors: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_tensors:
+            data.pop("tensor_type_by_name")
+        return data
+
+
+@dataclass
+class TokenScores:
+    """What one scoring pass measured at the scored positions of one token sequence.
+
+    Row ``i`` describes the prediction of ``tokens[start + i]`` from the tokens before it.
+    """
+
+    start: int
+    target_logprob: np.ndarray  #: float64 [n]: log p(actual next token)
+    top_ids: np.ndarray  #: int32 [n, k]: the k most likely token ids, most likely first
+    top_logprobs: np.ndarray  #: float32 [n, k]: their log-probabilities
+    gathered_logprobs: np.ndarray | None = None  #: float32 [n, g]: log-probs at requested ids
+
+    def __len__(self) -> int:
+        return int(self.target_logprob.shape[0])
+
+
+@dataclass
+class GenerationSettings:
+    max_tokens: int = 128
+    temperature: float = 0.0  #: 0 is greedy
+    top_p: float = 1.0
+    seed: int = 1234
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: list[int]
+    finish_reason: Literal["stop", "length", "eos"]
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+
+
+class LoadedModel(ABC):
+    """A model in memory, loaded once per run and shared by every check."""
+
+    info: ModelInfo
+    n_ctx: int
+    n_vocab: int
+
+    @abstractmethod
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text`` (with the model's BOS token first when ``add_bos``)."""
+
+    @abstractmethod
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``."""
+
+    @property
+    @abstractmethod
+    def bos_token(self) -> int | None:
+        """The beginning-of-sequence token id, if the model has one."""
+
+    @abstractmethod
+    def score(
+        self,
+        tokens: Sequence[int],
+        *,
+        start: int,
+        top_k: int,
+        gather: np.ndarray | None = None,
+    ) -> TokenScores:
+        """Score ``tokens[start:]``, each predicted from all tokens before it, in one context.
+
+        Logits are needed only at positions ``start - 1 .. len(tokens) - 2``; a backend must not
+        compute the output layer anywhere else when it can avoid it.
+
+        :param tokens: at most ``n_ctx`` token ids; the first is usually BOS.
+        :param start: first scored position, >= 1.
+        :param top_k: how many of the most likely tokens to return per position.
+        :param gather: int [n_scored, g] token ids whose log-probabilities to return per position
+            (the reference's top-k, so the KL divergence can be computed against a cached
+            reference).
+        :raises CheckError: when the logits are not finite.
+        """
+
+    @abstractmethod
+    def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
+        """Continue ``prompt`` (plain text; chat formatting is the caller's) under ``settings``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model's memory. Called once the runner is done with it."""
+
+
+class Backend(ABC):
+    """A plugin that opens one model format."""
+
+    #: the name used in ``--backend`` and policies
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: the pip extra that installs what this backend needs (``qgate[extra]``)
+    extra: ClassVar[str | None] = None
+
+    @abstractmethod
+    def detect(self, path: Path) -> bool:
+        """Cheaply decide whether ``path`` is in this backend's format (magic bytes, config)."""
+
+    @abstractmethod
+    def inspect(self, path: Path) -> ModelInfo:
+        """Read metadata without loading weights.
+
+        :raises BackendError: for a missing, truncated or malformed artifact.
+        """
+
+    @abstractmethod
+    def load(self, path: Path, options: BackendOptions) -> LoadedModel:
+        """Load the model for scoring and generation.
+
+        :raises BackendError: when the model cannot be loaded (with the reason).
+        :raises MissingExtraError: when the backend's packages are not installed.
+        """

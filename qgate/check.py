@@ -1,0 +1,133 @@
+"""The check interface: what a check plugin implements, and the context it runs in."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from qgate.options import NoOptions
+from qgate.results import CheckResult, Comparison, Interval, Severity, Verdict
+from qgate.stats import decide
+
+if TYPE_CHECKING:
+    from qgate.policy.model import CheckSpec, Policy
+    from qgate.progress import Progress
+    from qgate.scoring.evaluation import Evaluation, PairedScores
+    from qgate.session import ModelHandle
+
+
+class Check(ABC):
+    """A quality check. Subclass it, set the class attributes, implement :meth:`run`."""
+
+    #: the name a policy's ``use:`` refers to
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: a dataclass whose fields are the check's options (see :func:`qgate.options.option`)
+    Options: ClassVar[type] = NoOptions
+    #: whether the check compares against a reference model (skipped when there is none)
+    needs_reference: ClassVar[bool] = False
+
+    @abstractmethod
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        """Measure and judge one subject. Raise :class:`~qgate.errors.CheckError` to report an
+        error result with a message; any other exception is reported with its traceback."""
+
+
+@dataclass
+class CheckContext:
+    """What a check sees: the subject, the reference, its options, and the shared scoring."""
+
+    spec: CheckSpec
+    options: Any
+    policy: Policy
+    subject: ModelHandle
+    reference: ModelHandle | None
+    evaluation: Evaluation
+    progress: Progress
+    check_name: str
+
+    def paired_scores(self) -> list[PairedScores]:
+        """Subject vs reference on the policy's datasets (one shared pass per subject)."""
+        assert self.reference is not None, "checks that score need needs_reference = True"
+        return self.evaluation.paired(self.subject, self.reference)
+
+    @property
+    def on_inconclusive(self) -> str:
+        return self.spec.on_inconclusive or self.policy.on_inconclusive
+
+    def result(
+        self,
+        metric: str,
+        value: float | None,
+        *,
+        threshold: float | None = None,
+        comparison: Comparison = Comparison.LE,
+        interval: Interval | None = None,
+        unit: str = "",
+        message: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> CheckResult:
+        """A result with its verdict decided by the policy's rules (intervals, severity)."""
+        severity = Severity(self.spec.severity)
+        verdict, how = decide(
+            value,
+            threshold,
+            comparison,
+            interval=interval,
+            on_inconclusive=self.on_inconclusive,
+            severity=severity,
+        )
+        if not message:
+            message = describe(metric, value, threshold, comparison, interval, unit)
+        return CheckResult(
+            check=self.check_name,
+            check_id=self.spec.key,
+            metric=metric,
+            verdict=verdict,
+            message=f"{message}: {how}",
+            value=value,
+            threshold=threshold,
+            comparison=comparison if threshold is not None else None,
+            interval=interval,
+            unit=unit,
+            severity=severity,
+            details=details or {},
+        )
+
+    def skip(self, message: str, metric: str = "") -> CheckResult:
+        return CheckResult(
+            check=self.check_name,
+            check_id=self.spec.key,
+            metric=metric,
+            verdict=Verdict.SKIP,
+            message=message,
+            severity=Severity(self.spec.severity),
+        )
+
+
+def describe(
+    metric: str,
+    value: float | None,
+    threshold: float | None,
+    comparison: Comparison,
+    interval: Interval | None,
+    unit: str = "",
+) -> str:
+    """``ppl_delta = 0.0312 [0.0250, 0.0371] (limit <= 0.01)``."""
+    text = f"{metric} = {format_value(value, unit)}"
+    if interval is not None:
+        text += f" [{format_value(interval.low, unit)}, {format_value(interval.high, unit)}]"
+    if threshold is not None:
+        text += f" (limit {comparison.value} {format_value(threshold, unit)})"
+    return text
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if unit == "%":
+        return f"{value * 100:.2f}%"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.3e}{unit}"
+    return f"{value:.4f}{unit}"

@@ -1,0 +1,291 @@
+"""The result model: what a check measured, the verdict, and the whole run.
+
+Everything here is plain data that round-trips through JSON (``to_dict``/``from_dict``), so a
+report can be re-rendered later (``qgate report``) or merged across CI shards without measuring
+again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+class Verdict(str, Enum):
+    """The outcome of one measurement against its policy floor."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIP = "skip"
+    ERROR = "error"
+
+    @property
+    def is_blocking(self) -> bool:
+        """Whether this verdict fails the gate."""
+        return self in (Verdict.FAIL, Verdict.ERROR)
+
+
+class Severity(str, Enum):
+    """What a failed floor does to the gate: ``fail`` blocks, ``warn`` only reports."""
+
+    FAIL = "fail"
+    WARN = "warn"
+
+
+class Comparison(str, Enum):
+    """How a value is held against its threshold: ``<=`` means lower is better."""
+
+    LE = "<="
+    GE = ">="
+
+    def holds(self, value: float, threshold: float) -> bool:
+        return value <= threshold if self is Comparison.LE else value >= threshold
+
+
+@dataclass
+class Interval:
+    """A confidence interval around a measured value."""
+
+    low: float
+    high: float
+    level: float = 0.95
+
+    def to_dict(self) -> dict[str, float | str | None]:
+        return {"low": _json_float(self.low), "high": _json_float(self.high), "level": self.level}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Interval:
+        return cls(
+            _read_float(data["low"]), _read_float(data["high"]), float(data.get("level", 0.95))
+        )
+
+
+@dataclass
+class CheckResult:
+    """One measured metric of one check on one subject, with its verdict.
+
+    A check may return several results (one per metric or per dataset domain); each becomes one
+    JUnit test case and one row in the reports.
+    """
+
+    check: str  #: the plugin name (``use:`` in the policy)
+    check_id: str  #: the id in the policy (defaults to the plugin name)
+    metric: str  #: e.g. ``ppl_delta`` or ``ppl_delta[code]``
+    verdict: Verdict
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+    comparison: Comparison | None = None
+    interval: Interval | None = None
+    unit: str = ""
+    severity: Severity = Severity.FAIL
+    #: free-form data for the reports: ``tables``, ``series``, ``samples`` keys are rendered
+    details: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """The stable test-case name: ``check_id`` or ``check_id.metric``."""
+        return (
+            self.check_id
+            if self.metric in ("", self.check_id)
+            else f"{self.check_id}.{self.metric}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "check_id": self.check_id,
+            "metric": self.metric,
+            "verdict": self.verdict.value,
+            "message": self.message,
+            "value": _json_float(self.value),
+            "threshold": _json_float(self.threshold),
+            "comparison": self.comparison.value if self.comparison else None,
+            "interval": self.interval.to_dict() if self.interval else None,
+            "unit": self.unit,
+            "severity": self.severity.value,
+            "details": _json_clean(self.details),
+            "duration_s": round(self.duration_s, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        interval = data.get("interval")
+        return cls(
+            check=data["check"],
+            check_id=data["check_id"],
+            metric=data.get("metric", ""),
+            verdict=Verdict(data["verdict"]),
+            message=data.get("message", ""),
+            value=_read_float(data.get("value")),
+            threshold=_read_float(data.get("threshold")),
+            comparison=Comparison(data["comparison"]) if data.get("comparison") else None,
+            interval=Interval.from_dict(interval) if interval else None,
+            unit=data.get("unit", ""),
+            severity=Severity(data.get("severity", "fail")),
+            details=data.get("details") or {},
+            duration_s=data.get("duration_s", 0.0),
+        )
+
+
+@dataclass
+class SubjectReport:
+    """All results for one model artifact under test."""
+
+    path: str
+    backend: str
+    info: dict[str, Any] = field(default_factory=dict)  #: the backend's ``ModelInfo`` as a dict
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        return overall_verdict(self.results)
+
+    @property
+    def label(self) -> str:
+        return str(self.info.get("label") or self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "backend": self.backend,
+            "verdict": self.verdict.value,
+            "info": _json_clean(self.info),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubjectReport:
+        return cls(
+            path=data["path"],
+            backend=data.get("backend", ""),
+            info=data.get("info") or {},
+            results=[CheckResult.from_dict(r) for r in data.get("results", [])],
+        )
+
+
+@dataclass
+class RunReport:
+    """A whole ``qgate check`` run: the policy, the reference, every subject, and run facts."""
+
+    policy: str
+    subjects: list[SubjectReport] = field(default_factory=list)
+    reference: dict[str, Any] | None = None
+    #: set when the run was interrupted or a subject could not be finished
+    incomplete: bool = False
+    started_at: str = ""
+    finished_at: str = ""
+    qgate_version: str = ""
+    #: counters that show work was shared: model loads, scoring passes, cache hits
+    counters: dict[str, int] = field(default_factory=dict)
+    #: wall time per phase (load, score, statistics, report), for ``--profile``
+    timings: dict[str, float] = field(default_factory=dict)
+    #: anything else a plugin or the CLI wants recorded (command line, versions, ...)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict:
+        verdict = overall_verdict([r for s in self.subjects for r in s.results])
+        if self.incomplete and not verdict.is_blocking:
+            return Verdict.ERROR
+        return verdict
+
+    @property
+    def results(self) -> list[tuple[SubjectReport, CheckResult]]:
+        return [(s, r) for s in self.subjects for r in s.results]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": RESULTS_SCHEMA_VERSION,
+            "qgate_version": self.qgate_version,
+            "policy": self.policy,
+            "verdict": self.verdict.value,
+            "incomplete": self.incomplete,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "reference": _json_clean(self.reference),
+            "counters": dict(self.counters),
+            "timings": {k: _json_float(round(v, 4)) for k, v in self.timings.items()},
+            "environment": _json_clean(self.environment),
+            "subjects": [s.to_dict() for s in self.subjects],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+        version = data.get("schema_version")
+        if version != RESULTS_SCHEMA_VERSION:
+            raise ValueError(
+                f"results schema version {version!r} is not supported "
+                f"(this qgate reads version {RESULTS_SCHEMA_VERSION})"
+            )
+        return cls(
+            policy=data.get("policy", ""),
+            subjects=[SubjectReport.from_dict(s) for s in data.get("subjects", [])],
+            reference=data.get("reference"),
+            incomplete=bool(data.get("incomplete", False)),
+            started_at=data.get("started_at", ""),
+            finished_at=data.get("finished_at", ""),
+            qgate_version=data.get("qgate_version", ""),
+            counters=data.get("counters") or {},
+            timings=data.get("timings") or {},
+            environment=data.get("environment") or {},
+        )
+
+
+_VERDICT_ORDER = [Verdict.ERROR, Verdict.FAIL, Verdict.WARN, Verdict.PASS, Verdict.SKIP]
+
+
+def overall_verdict(results: list[CheckResult]) -> Verdict:
+    """The worst verdict among ``results``: error > fail > warn > pass > skip.
+
+    An empty list is a ``skip``: nothing was judged, which is not the same as a pass.
+    """
+    present = {r.verdict for r in results}
+    for verdict in _VERDICT_ORDER:
+        if verdict in present:
+            return verdict
+    return Verdict.SKIP
+
+
+def _json_float(value: float | None) -> float | str | None:
+    """JSON has no NaN or infinity: write them as strings so nothing is silently lost."""
+    if value is None:
+        return None
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _read_float(value: Any) -> Any:
+    """The inverse of :func:`_json_float`: ``"nan"``/``"inf"`` strings back to floats."""
+    if isinstance(value, str):
+        return float(value)
+    return value
+
+
+def _json_clean(obj: Any) -> Any:
+    """Turn numpy scalars, tuples and non-finite floats into plain JSON values."""
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        return _json_float(obj)
+    if isinstance(obj, dict):
+        return {str(k): _json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        return _json_clean(obj.item())
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy array
+        return _json_clean(obj.tolist())
+    if isinstance(obj, Enum):
+        return obj.value
+    return str(obj)

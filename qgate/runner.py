@@ -1,0 +1,256 @@
+"""The runner: every subject loaded once, every applicable check run, every result kept.
+
+A check that raises becomes an ``error`` result carrying its message, and the remaining checks
+still run. An interrupt (Ctrl-C, SIGTERM) stops the run but keeps what was measured, marked
+incomplete. A subject that cannot even be opened gets one ``error`` result and the run goes on
+with the next.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from qgate import __version__
+from qgate.backend import Backend, BackendOptions
+from qgate.cache import ReferenceCache
+from qgate.check import Check, CheckContext
+from qgate.datasets import Dataset, load_dataset
+from qgate.errors import BackendError, QgateError, UsageError
+from qgate.hashing import DigestIndex
+from qgate.plugins import Registry
+from qgate.policy.conditions import matches
+from qgate.policy.model import CheckSpec, DatasetSpec, Policy
+from qgate.progress import Progress
+from qgate.results import CheckResult, RunReport, Severity, SubjectReport, Verdict
+from qgate.scoring.evaluation import Evaluation
+from qgate.session import ModelHandle
+
+
+class Interrupted(Exception):
+    """Raised by the CLI's SIGTERM handler so the run stops like on Ctrl-C."""
+
+
+class Runner:
+    """Runs a policy's checks on subjects against an optional reference."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        policy: Policy,
+        *,
+        reference: str | None = None,
+        backend: str | None = None,
+        reference_backend: str | None = None,
+        extra_datasets: Sequence[DatasetSpec] = (),
+        cache: ReferenceCache | None = None,
+        progress: Progress | None = None,
+        backend_options: BackendOptions | None = None,
+    ):
+        self.registry = registry
+        self.policy = policy
+        self.reference_path = reference
+        self.backend_name = backend
+        self.reference_backend_name = reference_backend or backend
+        self.options = backend_options or policy.backend
+        self.cache = cache or ReferenceCache(None)
+        self.progress = progress or Progress(enabled=False)
+        self.counters: Counter[str] = Counter()
+        self.timings: defaultdict[str, float] = defaultdict(float)
+        self.digests = DigestIndex(self.cache.directory)
+        self.datasets: list[Dataset] = [
+            load_dataset(d) for d in [*policy.datasets, *extra_datasets]
+        ]
+
+    # -- resolution -------------------------------------------------------------------------
+    def resolve_backend(self, path: Path, name: str | None) -> Backend:
+        """The named backend, or the one installed backend that recognises ``path``."""
+        if not path.exists():
+            raise UsageError(f"model not found: {path}")
+        if name is not None:
+            return self.registry.backend(name)
+        found = [p.item for p in self.registry.backends.values() if p.item.detect(path)]
+        if not found:
+            names = ", ".join(sorted(self.registry.backends)) or "none"
+            raise UsageError(
+                f"{path}: no installed backend recognises this file (installed backends: {names}); "
+                "is it a model? Name one with --backend, or install the extra for its format"
+            )
+        return found[0]
+
+    def _handle(self, path: Path, backend: Backend) -> ModelHandle:
+        return ModelHandle(
+            path,
+            backend,
+            self.options,
+            digests=self.digests,
+            counters=self.counters,
+            timings=self.timings,
+            progress=self.progress,
+        )
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, subjects: Sequence[str]) -> RunReport:
+        report = RunReport(
+            policy=self.policy.name,
+            started_at=_now(),
+            qgate_version=__version__,
+        )
+        # Resolve every path before measuring anything: a typo should cost seconds, not an hour.
+        subject_backends = [
+            (Path(s), self.resolve_backend(Path(s), self.backend_name)) for s in subjects
+        ]
+        reference: ModelHandle | None = None
+        if self.reference_path is not None:
+            ref_path = Path(self.reference_path)
+            reference = self._handle(
+                ref_path, self.resolve_backend(ref_path, self.reference_backend_name)
+            )
+            report.reference = {
+                "path": str(ref_path),
+                "backend": reference.backend.name,
+                "info": reference.info.to_dict(),
+            }
+        evaluation = Evaluation(
+            self.datasets,
+            self.policy.evaluation,
+            cache=self.cache,
+            counters=self.counters,
+            timings=self.timings,
+            progress=self.progress,
+        )
+        try:
+            for path, backend in subject_backends:
+                subject_report = SubjectReport(path=str(path), backend=backend.name)
+                report.subjects.append(subject_report)
+                self._run_subject(subject_report, path, backend, reference, evaluation)
+        except (KeyboardInterrupt, Interrupted):
+            report.incomplete = True
+            self.progress.log("interrupted: writing what was measured, marked incomplete")
+        finally:
+            if reference is not None:
+                reference.close()
+            report.finished_at = _now()
+            report.counters = dict(self.counters)
+            report.timings = dict(self.timings)
+        return report
+
+    def _run_subject(
+        self,
+        subject_report: SubjectReport,
+        path: Path,
+        backend: Backend,
+        reference: ModelHandle | None,
+        evaluation: Evaluation,
+    ) -> None:
+        try:
+            subject = self._handle(path, backend)
+        except QgateError as exc:
+            subject_report.results.append(_error_result("load", "load", str(exc)))
+            self.progress.log(f"{path}: {exc}")
+            return
+        subject_report.info = subject.info.to_dict()
+        fields = {**subject.info.condition_fields(), "n_ctx": self.options.n_ctx}
+        self.progress.log(f"checking {subject.info.label} with policy {self.policy.name!r}")
+        try:
+            for spec in self.policy.checks:
+                check: Check = self.registry.checks[spec.use].item
+                if spec.when and not matches(spec.when, fields):
+                    continue
+                if check.needs_reference and reference is None:
+                    subject_report.results.append(
+                        CheckResult(
+                            check=spec.use,
+                            check_id=spec.key,
+                            metric="",
+                            verdict=Verdict.SKIP,
+                            message="needs a reference model (--reference)",
+                            severity=Severity(spec.severity),
+                        )
+                    )
+                    continue
+                subject_report.results.extend(
+                    self._run_check(check, spec, subject, reference, evaluation)
+                )
+        finally:
+            subject.close()
+
+    def _run_check(
+        self,
+        check: Check,
+        spec: CheckSpec,
+        subject: ModelHandle,
+        reference: ModelHandle | None,
+        evaluation: Evaluation,
+    ) -> list[CheckResult]:
+        ctx = CheckContext(
+            spec=spec,
+            options=self.policy.check_options[spec.key],
+            policy=self.policy,
+            subject=subject,
+            reference=reference,
+            evaluation=evaluation,
+            progress=self.progress,
+            check_name=spec.use,
+        )
+        started = time.perf_counter()
+        try:
+            results = list(check.run(ctx))
+        except (KeyboardInterrupt, Interrupted):
+            raise
+        except QgateError as exc:
+            results = [_error_result(spec.use, spec.key, str(exc), severity=spec.severity)]
+        except MemoryError:
+            results = [_error_result(spec.use, spec.key, "out of memory", severity=spec.severity)]
+        except Exception as exc:  # a plugin bug must not lose the other checks' results
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            result = _error_result(
+                spec.use,
+                spec.key,
+                f"the check raised {type(exc).__name__}: {exc}",
+                severity=spec.severity,
+            )
+            result.details["traceback"] = detail
+            results = [result]
+        elapsed = time.perf_counter() - started
+        for result in results:
+            result.duration_s = elapsed / max(len(results), 1)
+        self.timings[f"check:{spec.key}"] += elapsed
+        worst = min(results, key=lambda r: _ORDER[r.verdict]) if results else None
+        self.progress.log(
+            f"{subject.info.label}: {spec.key} -> {worst.verdict.value if worst else 'no result'} ({elapsed:.1f}s)"
+        )
+        return results
+
+
+_ORDER = {Verdict.ERROR: 0, Verdict.FAIL: 1, Verdict.WARN: 2, Verdict.PASS: 3, Verdict.SKIP: 4}
+
+
+def _error_result(
+    check: str, check_id: str, message: str, *, severity: str = "fail"
+) -> CheckResult:
+    return CheckResult(
+        check=check,
+        check_id=check_id,
+        metric="",
+        verdict=Verdict.ERROR,
+        message=message,
+        severity=Severity(severity),
+    )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def with_backend_overrides(options: BackendOptions, **overrides: object) -> BackendOptions:
+    """A copy of ``options`` with the non-None ``overrides`` applied (CLI flags over the policy)."""
+    return replace(options, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+__all__ = ["BackendError", "Interrupted", "Runner", "with_backend_overrides"]

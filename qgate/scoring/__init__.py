@@ -1,0 +1,1 @@
+"""Scoring: turning logits into the compact per-token statistics that checks consume."""

@@ -1,0 +1,242 @@
+"""The shared scoring pass: score the reference once (cached on disk), each subject once.
+
+Every check that needs log-likelihoods (perplexity, KL divergence, ...) asks
+:meth:`Evaluation.paired` for the same subject and gets the same arrays: one forward pass per
+model per chunk, however many checks read it. ``counters['scoring_passes']`` proves it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from qgate.backend import TokenScores
+from qgate.cache import ReferenceCache, cache_key
+from qgate.datasets import Dataset, make_chunks
+from qgate.errors import BackendError, CheckError
+from qgate.policy.model import EvaluationSettings
+from qgate.progress import Progress
+from qgate.scoring.kld import kld_topk
+from qgate.session import ModelHandle
+
+
+@dataclass
+class ReferenceScores:
+    """The reference's compact outputs on one dataset: all a subject is compared against."""
+
+    domain: str
+    tokens: np.ndarray  #: int32 [chunks, n_ctx]
+    target_logprob: np.ndarray  #: float64 [chunks, scored]
+    top_ids: np.ndarray  #: int32 [chunks, scored, k]
+    top_logprobs: np.ndarray  #: float32 [chunks, scored, k]
+    from_cache: bool = False
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "tokens": self.tokens,
+            "target_logprob": self.target_logprob,
+            "top_ids": self.top_ids,
+            "top_logprobs": self.top_logprobs,
+        }
+
+
+@dataclass
+class PairedScores:
+    """Subject and reference on the same tokens of one dataset, one row per scored token."""
+
+    domain: str
+    chunk: np.ndarray  #: int [n]: the chunk each token belongs to
+    ref_logprob: np.ndarray  #: float64 [n]
+    sub_logprob: np.ndarray  #: float64 [n]
+    kld: np.ndarray  #: float64 [n]: KL(reference || subject) per token
+    ref_top1: np.ndarray  #: int [n]
+    sub_top1: np.ndarray  #: int [n]
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.chunk.max()) + 1 if len(self.chunk) else 0
+
+    def per_chunk(self, values: np.ndarray) -> np.ndarray:
+        """Mean of ``values`` within each chunk (chunks are the bootstrap's resampling unit)."""
+        return np.bincount(self.chunk, weights=values) / np.bincount(self.chunk)
+
+
+def scored_start(n_ctx: int) -> int:
+    """llama-perplexity scores the second half of every chunk: logits from ``n_ctx // 2`` on."""
+    return n_ctx // 2 + 1
+
+
+class Evaluation:
+    """Scoring passes shared by all checks of one run."""
+
+    def __init__(
+        self,
+        datasets: list[Dataset],
+        settings: EvaluationSettings,
+        *,
+        cache: ReferenceCache,
+        counters: Counter[str],
+        timings: defaultdict[str, float],
+        progress: Progress,
+    ):
+        self.datasets = datasets
+        self.settings = settings
+        self.cache = cache
+        self.counters = counters
+        self.timings = timings
+        self.progress = progress
+        self._reference: dict[tuple[str, str], ReferenceScores] = {}
+        self._paired: dict[tuple[str, str], list[PairedScores]] = {}
+
+    def reference_scores(self, reference: ModelHandle, dataset: Dataset) -> ReferenceScores:
+        """The reference's scores on ``dataset``: from memory, the disk cache, or a new pass."""
+        memo_key = (str(reference.path), dataset.digest)
+        if memo_key in self._reference:
+            return self._reference[memo_key]
+        n_ctx = reference.options.n_ctx
+        chunks = dataset.chunks or self.settings.chunks
+        key = cache_key(
+            "reference-scores",
+            model=reference.digest,
+            text=dataset.digest,
+            n_ctx=n_ctx,
+            chunks=chunks,
+            top_k=self.settings.top_k,
+            kv_cache=reference.options.kv_cache,
+            backend=reference.backend.name,
+        )
+        cached = self.cache.load(key)
+        if cached is not None and set(cached) >= {
+            "tokens",
+            "target_logprob",
+            "top_ids",
+            "top_logprobs",
+        }:
+            self.counters["reference_cache_hits"] += 1
+            self.progress.log(f"reference scores for {dataset.domain!r} from the cache")
+            scores = ReferenceScores(dataset.domain, from_cache=True, **cached)
+        else:
+            self.counters["reference_cache_misses"] += 1
+            model = reference.model
+            tokens = make_chunks(
+                lambda text: model.tokenize(text, add_bos=True),
+                model.bos_token,
+                dataset,
+                n_ctx=n_ctx,
+                max_chunks=chunks,
+            )
+            scored = [
+                self._score_chunk(
+                    reference,
+                    row,
+                    f"scoring reference {reference.info.label} [{dataset.domain}]",
+                    i,
+                    len(tokens),
+                    None,
+                )
+                for i, row in enumerate(tokens)
+            ]
+            scores = ReferenceScores(
+                dataset.domain,
+                tokens=tokens,
+                target_logprob=np.stack([s.target_logprob for s in scored]),
+                top_ids=np.stack([s.top_ids for s in scored]),
+                top_logprobs=np.stack([s.top_logprobs for s in scored]),
+            )
+            self.cache.store(key, scores.arrays())
+        self._reference[memo_key] = scores
+        return scores
+
+    def paired(self, subject: ModelHandle, reference: ModelHandle) -> list[PairedScores]:
+        """Subject vs reference on every dataset, computed once per subject and shared."""
+        memo_key = (str(subject.path), str(reference.path))
+        if memo_key in self._paired:
+            self.counters["scoring_pass_reuses"] += 1
+            return self._paired[memo_key]
+        check_tokenizers(subject, reference)
+        results = []
+        for dataset in self.datasets:
+            ref = self.reference_scores(reference, dataset)
+            model = subject.model
+            if int(ref.top_ids.max()) >= model.n_vocab:
+                raise BackendError(
+                    f"{subject.info.label} has {model.n_vocab} tokens but the reference uses ids up to "
+                    f"{int(ref.top_ids.max())}: the vocabularies differ, so the KL divergence is meaningless"
+                )
+            parts = []
+            for i, row in enumerate(ref.tokens):
+                s = self._score_chunk(
+                    subject,
+                    row,
+                    f"scoring {subject.info.label} [{dataset.domain}]",
+                    i,
+                    len(ref.tokens),
+                    ref.top_ids[i],
+                )
+                parts.append((s, i))
+            started = time.perf_counter()
+            results.append(
+                PairedScores(
+                    domain=dataset.domain,
+                    chunk=np.concatenate([np.full(len(s), i) for s, i in parts]),
+                    ref_logprob=ref.target_logprob.reshape(-1),
+                    sub_logprob=np.concatenate([s.target_logprob for s, _ in parts]),
+                    kld=np.concatenate(
+                        [kld_topk(ref.top_logprobs[i], gathered(s)) for s, i in parts]
+                    ),
+                    ref_top1=ref.top_ids[:, :, 0].reshape(-1),
+                    sub_top1=np.concatenate([s.top_ids[:, 0] for s, _ in parts]),
+                )
+            )
+            self.timings["statistics"] += time.perf_counter() - started
+        self._paired[memo_key] = results
+        return results
+
+    def _score_chunk(
+        self,
+        handle: ModelHandle,
+        row: np.ndarray,
+        task: str,
+        index: int,
+        total: int,
+        gather: np.ndarray | None,
+    ) -> TokenScores:
+        started = time.perf_counter()
+        result = handle.model.score(
+            row.tolist(), start=scored_start(len(row)), top_k=self.settings.top_k, gather=gather
+        )
+        self.timings["score"] += time.perf_counter() - started
+        self.counters["scoring_passes"] += 1
+        self.counters["tokens_scored"] += len(result)
+        self.progress.update(task, index + 1, total, "chunks")
+        return result
+
+
+def gathered(scores: TokenScores) -> np.ndarray:
+    """The gathered log-probabilities of a pass that was asked for them."""
+    if scores.gathered_logprobs is None:
+        raise CheckError("the backend ignored the request for log-probabilities at given ids")
+    return scores.gathered_logprobs
+
+
+def check_tokenizers(subject: ModelHandle, reference: ModelHandle) -> None:
+    """Refuse to compare models whose tokenizers differ: per-token statistics would be meaningless."""
+    a, b = subject.info, reference.info
+    if a.vocab_size and b.vocab_size and a.vocab_size != b.vocab_size:
+        raise BackendError(
+            f"tokenizers differ: {a.label} has {a.vocab_size} tokens, the reference {b.label} has "
+            f"{b.vocab_size}; comparing distributions across vocabularies is meaningless"
+        )
+    if a.tokenizer_hash and b.tokenizer_hash and a.tokenizer_hash != b.tokenizer_hash:
+        raise BackendError(
+            f"tokenizers differ: {a.label} and the reference {b.label} have different token "
+            "vocabularies (tokenizer hashes differ); comparing them per token is meaningless"
+        )
+    if (
+        not isinstance(subject.options.n_ctx, int)
+        or subject.options.n_ctx != reference.options.n_ctx
+    ):
+        raise CheckError("subject and reference must be scored with the same context size")

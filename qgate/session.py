@@ -1,0 +1,76 @@
+"""A model artifact in a run: inspected up front, loaded at most once, and counted."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
+from qgate.hashing import DigestIndex
+from qgate.progress import Progress
+
+
+class ModelHandle:
+    """One subject or reference: metadata now, the weights only when a check needs them."""
+
+    def __init__(
+        self,
+        path: Path,
+        backend: Backend,
+        options: BackendOptions,
+        *,
+        digests: DigestIndex,
+        counters: Counter[str],
+        timings: defaultdict[str, float],
+        progress: Progress,
+    ):
+        self.path = path
+        self.backend = backend
+        self.options = options
+        self._digests = digests
+        self._counters = counters
+        self._timings = timings
+        self._progress = progress
+        self._model: LoadedModel | None = None
+        self._digest: str | None = None
+        started = time.perf_counter()
+        self.info: ModelInfo = backend.inspect(path)
+        self._timings["inspect"] += time.perf_counter() - started
+        if not self.info.label:
+            self.info.label = path.name
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> LoadedModel:
+        """The loaded model; the first access loads it (once per run)."""
+        if self._model is None:
+            self._progress.log(f"loading {self.info.label} ({self.backend.name})")
+            started = time.perf_counter()
+            self._model = self.backend.load(self.path, self.options)
+            elapsed = time.perf_counter() - started
+            self._timings["load"] += elapsed
+            self._counters["model_loads"] += 1
+            self._progress.log(f"loaded {self.info.label} in {elapsed:.1f}s")
+        return self._model
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the artifact's bytes (cached across runs by path, size and mtime)."""
+        if self._digest is None:
+            started = time.perf_counter()
+            self._digest = self._digests.digest(self.path, progress=self._hash_progress)
+            self._timings["hash"] += time.perf_counter() - started
+        return self._digest
+
+    def _hash_progress(self, done: int, total: int) -> None:
+        if total > 256 << 20:  # small files hash in a blink: no progress line for them
+            self._progress.update(f"hashing {self.info.label}", done >> 20, total >> 20, "MiB")
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None

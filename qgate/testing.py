@@ -1,0 +1,284 @@
+"""A deterministic fake backend, for testing qgate and third-party check plugins.
+
+A fake model is a small JSON file whose knobs make checks pass or fail on demand::
+
+    from qgate.testing import write_fake_model
+
+    ref = write_fake_model(tmp_path / "ref.fake.json")
+    bad = write_fake_model(tmp_path / "bad.fake.json", noise=2.0, bits_per_weight=2.6)
+
+then ``qgate check bad.fake.json --reference ref.fake.json --policy production``.
+
+The model is a bigram language model over bytes (token = byte, plus BOS and EOS), its table drawn
+from ``seed``. Knobs:
+
+``noise``          std of a fixed perturbation added to the logits: the quantization damage.
+``kv_decay``       extra perturbation per 1,024 tokens of position when the KV cache is quantized
+                   (q8: half as much as q4): a long-context cache that degrades late.
+``nan_after``      logits are NaN from this position on.
+``repeat_after``   generation starts looping after this many bytes.
+``delay``          seconds per token of scoring and generation (for speed checks).
+``fail_load``      loading raises a ``BackendError`` with this message.
+``metadata``       overrides for :class:`~qgate.backend.ModelInfo` fields (``bits_per_weight``,
+                   ``architecture``, ``expert_count``, ``identity``, ``tensor_type_by_name``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from qgate.backend import (
+    Backend,
+    BackendOptions,
+    Generation,
+    GenerationSettings,
+    LoadedModel,
+    ModelInfo,
+    TokenScores,
+)
+from qgate.errors import BackendError
+from qgate.hookspecs import hookimpl
+from qgate.scoring.logits import summarize_logits
+
+MAGIC_KEY = "qgate_fake_model"
+BOS, EOS, VOCAB = 256, 257, 258
+_KV_FACTOR = {
+    "q8_0": 0.5,
+    "q8": 0.5,
+    "q6": 0.6,
+    "q5_1": 0.7,
+    "q5_0": 0.75,
+    "q4_1": 0.9,
+    "q4_0": 1.0,
+    "q4": 1.0,
+    "iq4_nl": 1.0,
+}
+_WORDS = [
+    "the",
+    "river",
+    "carried",
+    "light",
+    "past",
+    "stone",
+    "houses",
+    "where",
+    "people",
+    "kept",
+    "small",
+    "gardens",
+    "and",
+    "spoke",
+    "of",
+    "weather",
+    "trade",
+    "bread",
+    "music",
+    "rain",
+    "roads",
+    "bridges",
+    "children",
+    "lanterns",
+    "harvest",
+    "evening",
+    "market",
+    "boats",
+    "nets",
+    "salt",
+    "wind",
+    "morning",
+    "letters",
+    "stories",
+    "quiet",
+    "field",
+    "hill",
+]
+
+DEFAULT_KNOBS: dict[str, Any] = {
+    "seed": 0,
+    "noise": 0.0,
+    "noise_seed": 1,
+    "kv_decay": 0.0,
+    "nan_after": None,
+    "repeat_after": None,
+    "delay": 0.0,
+    "fail_load": None,
+    "metadata": {},
+}
+
+
+def write_fake_model(path: Path, **knobs: Any) -> Path:
+    """Write a fake model file with ``knobs`` (see the module docstring) and return its path."""
+    unknown = set(knobs) - set(DEFAULT_KNOBS)
+    if unknown:
+        raise TypeError(f"unknown fake-model knobs: {', '.join(sorted(unknown))}")
+    path.write_text(json.dumps({MAGIC_KEY: knobs}, indent=2, sort_keys=True))
+    return path
+
+
+def read_knobs(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"{path}: not a readable fake model: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get(MAGIC_KEY), dict):
+        raise BackendError(f"{path}: not a fake model (no {MAGIC_KEY!r} object)")
+    knobs = {**DEFAULT_KNOBS, **data[MAGIC_KEY]}
+    unknown = set(knobs) - set(DEFAULT_KNOBS)
+    if unknown:
+        raise BackendError(f"{path}: unknown fake-model knobs: {', '.join(sorted(unknown))}")
+    return knobs
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    description = "deterministic fake models for tests (qgate.testing)"
+
+    def detect(self, path: Path) -> bool:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return False
+        with path.open("rb") as handle:
+            return MAGIC_KEY.encode() in handle.read(4096)
+
+    def inspect(self, path: Path) -> ModelInfo:
+        knobs = read_knobs(path)
+        info = ModelInfo(
+            path=str(path),
+            format="fake",
+            label=path.name.removesuffix(".json").removesuffix(".fake"),
+            architecture="fake-bigram",
+            parameter_count=VOCAB * VOCAB,
+            file_type="F16",
+            bits_per_weight=16.0,
+            tensor_types={"F16": 1},
+            tensor_type_by_name={"output.weight": "F16"},
+            expert_count=0,
+            context_length=4096,
+            vocab_size=VOCAB,
+            identity={"name": path.stem},
+            tokenizer_hash="fake-bytes-v1",
+            file_size=path.stat().st_size,
+        )
+        known = {f.name for f in fields(ModelInfo)}
+        for key, value in knobs["metadata"].items():
+            if key not in known:
+                raise BackendError(f"{path}: unknown metadata field {key!r} in fake model")
+            setattr(info, key, value)
+        return info
+
+    def load(self, path: Path, options: BackendOptions) -> FakeModel:
+        knobs = read_knobs(path)
+        if knobs["fail_load"]:
+            raise BackendError(f"{path}: {knobs['fail_load']}")
+        return FakeModel(self.inspect(path), knobs, options)
+
+
+class FakeModel(LoadedModel):
+    def __init__(self, info: ModelInfo, knobs: dict[str, Any], options: BackendOptions):
+        self.info = info
+        self.knobs = knobs
+        self.options = options
+        self.n_ctx = options.n_ctx
+        self.n_vocab = VOCAB
+        rng = np.random.default_rng(knobs["seed"])
+        self.table = (rng.standard_normal((VOCAB, VOCAB)) * 2.5).astype(np.float32)
+        self.perturbation = (
+            np.random.default_rng(knobs["noise_seed"] + 10_000)
+            .standard_normal((VOCAB, VOCAB))
+            .astype(np.float32)
+        )
+        self.kv_factor = _KV_FACTOR.get(options.kv_cache, 0.0)
+        self.calls: dict[str, int] = {"score": 0, "generate": 0}
+
+    @property
+    def bos_token(self) -> int:
+        return BOS
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return ([BOS] if add_bos else []) + list(text.encode("utf-8"))
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
+
+    def logits(self, tokens: Sequence[int], positions: np.ndarray) -> np.ndarray:
+        """Logits predicting the token after each of ``positions``."""
+        prev = np.asarray(tokens, dtype=np.int64)[positions]
+        scale = self.knobs["noise"] + self.knobs["kv_decay"] * self.kv_factor * positions / 1024.0
+        out = self.table[prev] + scale[:, None].astype(np.float32) * self.perturbation[prev]
+        if self.knobs["nan_after"] is not None:
+            out[positions >= self.knobs["nan_after"]] = np.nan
+        return out
+
+    def score(
+        self, tokens: Sequence[int], *, start: int, top_k: int, gather: np.ndarray | None = None
+    ) -> TokenScores:
+        self.calls["score"] += 1
+        if len(tokens) > self.n_ctx:
+            raise BackendError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
+        positions = np.arange(start - 1, len(tokens) - 1)
+        time.sleep(self.knobs["delay"] * len(tokens))
+        targets = np.asarray(tokens, dtype=np.int64)[positions + 1]
+        return summarize_logits(
+            self.logits(tokens, positions), targets, start=start, top_k=top_k, gather=gather
+        )
+
+    def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
+        """A deterministic, healthy-looking continuation; loops after ``repeat_after`` bytes."""
+        self.calls["generate"] += 1
+        started = time.perf_counter()
+        seed = (
+            zlib.crc32(prompt.encode())
+            ^ self.knobs["seed"]
+            ^ (settings.seed if settings.temperature > 0 else 0)
+        )
+        rng = np.random.default_rng(seed)
+        target = int(rng.integers(60, 200))
+        repeat_after = self.knobs["repeat_after"]
+        text = ""
+        finish: Literal["stop", "length", "eos"] = "eos"
+        while True:
+            if repeat_after is not None and len(text) >= repeat_after:
+                loop = " ".join(text.split()[-3:]) + " "
+                while len(text.encode()) < settings.max_tokens:
+                    text += loop
+                text, finish = (
+                    text.encode()[: settings.max_tokens].decode("utf-8", "ignore"),
+                    "length",
+                )
+                break
+            if len(text) >= target:
+                break
+            if len(text.encode()) >= settings.max_tokens:
+                finish = "length"
+                break
+            text += _WORDS[int(rng.integers(len(_WORDS)))] + " "
+        for stop in settings.stop:
+            if stop and stop in text:
+                text, finish = text[: text.index(stop)], "stop"
+        text = text.rstrip() if finish == "eos" else text
+        tokens = list(text.encode())[: settings.max_tokens]
+        time.sleep(self.knobs["delay"] * (len(tokens) + len(prompt)))
+        return Generation(
+            text,
+            tokens,
+            finish,
+            prompt_tokens=len(prompt.encode()) + 1,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def fake_digest(knobs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()
+
+
+@hookimpl
+def qgate_backends() -> list[Backend]:
+    return [FakeBackend()]
