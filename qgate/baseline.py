@@ -1,0 +1,138 @@
+"""``qgate baseline``: score the reference once and store its outputs in the reference cache.
+
+A CI run that is split across runners (``qgate check --shard K/N``, one matrix job per quant)
+would otherwise load and score the reference in every job. Run ``qgate baseline`` once, save the
+cache directory (``actions/cache``), restore it in every job: their ``qgate check`` then reads the
+reference's top-k distributions from the cache (``reference_cache_hits``) and never loads it.
+
+The cache keys are the ones ``qgate check`` computes: the reference's content digest, the text's
+digest, n_ctx, chunks, top_k, the KV cache type and the backend. So the baseline must be run with
+the options the checks use (policy, ``--n-ctx``, ``--kv-cache``, ``--dataset``), or the checks
+miss the cache and score the reference again (correctly, only slower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qgate.backend import BackendOptions
+from qgate.cache import ReferenceCache
+from qgate.plugins import Registry
+from qgate.policy.model import DatasetSpec, Policy
+from qgate.progress import Progress
+from qgate.runner import Runner
+from qgate.scoring.evaluation import Evaluation
+from qgate.session import ModelHandle
+
+
+@dataclass
+class BaselineEntry:
+    """The reference's scores on one dataset, as stored in the cache."""
+
+    domain: str
+    chunks: int
+    scored_tokens: int
+    from_cache: bool  #: already cached before this run
+
+
+@dataclass
+class BaselineOutcome:
+    reference: str
+    label: str
+    digest: str
+    cache_dir: Path | None
+    entries: list[BaselineEntry] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    #: why nothing was computed (no check of the policy uses the reference), or ""
+    skipped: str = ""
+
+    def lines(self) -> list[str]:
+        """What ``qgate baseline`` prints."""
+        if self.skipped:
+            return [self.skipped]
+        out = [f"reference {self.label} (sha256 {self.digest[:16]}) -> {self.cache_dir}"]
+        for entry in self.entries:
+            how = "already cached" if entry.from_cache else "computed and cached"
+            out.append(
+                f"  {entry.domain:<12} {entry.chunks} chunks, {entry.scored_tokens} scored tokens: {how}"
+            )
+        computed = sum(not e.from_cache for e in self.entries)
+        out.append(
+            f"{len(self.entries)} dataset{'s' if len(self.entries) != 1 else ''}: "
+            f"{computed} computed, {len(self.entries) - computed} already cached; "
+            f"model loads: {self.counters.get('model_loads', 0)}"
+        )
+        return out
+
+
+def compute_baseline(
+    registry: Registry,
+    policy: Policy,
+    reference: str,
+    *,
+    backend: str | None = None,
+    options: BackendOptions | None = None,
+    extra_datasets: Sequence[DatasetSpec] = (),
+    cache: ReferenceCache,
+    progress: Progress | None = None,
+) -> BaselineOutcome:
+    """Store ``reference``'s scores on every dataset of ``policy`` (and ``extra_datasets``)."""
+    # The runner resolves the backend, loads the datasets and applies the options exactly as
+    # ``qgate check`` does, so the cache keys written here are the ones the checks look up.
+    runner = Runner(
+        registry,
+        policy,
+        reference=reference,
+        reference_backend=backend,
+        extra_datasets=extra_datasets,
+        cache=cache,
+        progress=progress,
+        backend_options=options,
+    )
+    path = Path(reference)
+    chosen = runner.resolve_backend(path, runner.reference_backend_name)
+    handle = ModelHandle(
+        path,
+        chosen,
+        runner.options,
+        digests=runner.digests,
+        counters=runner.counters,
+        timings=runner.timings,
+        progress=runner.progress,
+    )
+    outcome = BaselineOutcome(
+        reference=str(path), label=handle.info.label, digest="", cache_dir=cache.directory
+    )
+    users = [s.key for s in policy.checks if registry.checks[s.use].item.needs_reference]
+    if not users:
+        outcome.skipped = (
+            f"policy {policy.name!r} has no check that compares against the reference: "
+            "nothing to cache"
+        )
+        return outcome
+    evaluation = Evaluation(
+        runner.datasets,
+        policy.evaluation,
+        cache=cache,
+        counters=runner.counters,
+        timings=runner.timings,
+        progress=runner.progress,
+    )
+    try:
+        outcome.digest = handle.digest
+        for dataset in runner.datasets:
+            scores = evaluation.reference_scores(handle, dataset)
+            outcome.entries.append(
+                BaselineEntry(
+                    domain=dataset.domain,
+                    chunks=int(scores.tokens.shape[0]),
+                    scored_tokens=int(scores.target_logprob.size),
+                    from_cache=scores.from_cache,
+                )
+            )
+    finally:
+        handle.close()
+        outcome.counters = dict(runner.counters)
+    return outcome

@@ -1,0 +1,332 @@
+"""The GitHub Action's steps (`python -m qgate.github STEP`) in a fake GitHub environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qgate import __version__
+from qgate.github import (
+    COMMENT_MARKER,
+    GitHubAPIError,
+    annotation_lines,
+    artifact_name,
+    cache_key,
+    comment_body,
+    escape_data,
+    escape_property,
+    expand,
+    find_previous_comment,
+    main,
+    post_comment,
+    pull_request_number,
+    qgate_arguments,
+    workflow_command,
+)
+from qgate.results import CheckResult, RunReport, SubjectReport, Verdict
+
+POLICY = """
+name: ci
+backend: {n_ctx: 128}
+evaluation: {chunks: 2, top_k: 8, bootstrap: 200}
+datasets: [en]
+checks:
+  - use: perplexity
+    options: {max_delta: 0.05}
+  - use: kl-divergence
+    options: {max_mean: 0.05, min_top1_agreement: 0.8}
+  - use: quant-floor
+    options: {min_bits_per_weight: 4.0}
+"""
+
+
+@pytest.fixture
+def github_env(tmp_path: Path, fake) -> dict[str, str]:
+    """A workspace with fake models, the action's inputs, and GitHub's files and variables."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"action": "synchronize", "pull_request": {"number": 7}}))
+    for name in ("summary.md", "output.txt"):
+        (tmp_path / name).write_text("")
+    reports = tmp_path / "qgate-report"
+    return {
+        "QGATE_COMMAND": "check",
+        "QGATE_REFERENCE": str(fake("models/ref")),
+        "QGATE_POLICY": str(tmp_path / "policy.yaml"),
+        "QGATE_CACHE_DIR": str(tmp_path / ".qgate-cache"),
+        "QGATE_JUNIT": str(reports / "junit.xml"),
+        "QGATE_HTML": str(reports / "report.html"),
+        "QGATE_JSON": str(reports / "results.json"),
+        "QGATE_MARKDOWN": str(reports / "summary.md"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_OUTPUT": str(tmp_path / "output.txt"),
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_REPOSITORY": "acme/quants",
+        "GITHUB_API_URL": "https://api.example.test",
+        "GITHUB_SERVER_URL": "https://github.example.test",
+        "GITHUB_RUN_ID": "1234",
+        "RUNNER_OS": "Linux",
+    }
+
+
+def outputs(env: dict[str, str]) -> dict[str, str]:
+    lines = Path(env["GITHUB_OUTPUT"]).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def run_action(env: dict[str, str], capfd: pytest.CaptureFixture[str]) -> tuple[str, int]:
+    """The action's steps in order, as action.yml runs them; returns stdout and the exit code."""
+    assert main(["run"], env=env) == 0  # never fails itself: the last step propagates the code
+    code = int(outputs(env)["exit-code"])
+    env = {**env, "QGATE_EXIT_CODE": str(code)}
+    for step in ("outputs", "summary", "annotate"):
+        assert main([step], env=env) == 0
+    return capfd.readouterr().out, code
+
+
+# -- escaping ---------------------------------------------------------------------------------
+def test_workflow_command_escaping_follows_the_toolkit_rules() -> None:
+    assert escape_data("50% done\r\nnext: a, b") == "50%25 done%0D%0Anext: a, b"
+    assert escape_property("50% done\r\nnext: a, b") == "50%25 done%0D%0Anext%3A a%2C b"
+    assert (
+        workflow_command("error", "line 1\nline 2", title="q2: ppl, kld")
+        == "::error title=q2%3A ppl%2C kld::line 1%0Aline 2"
+    )
+    assert workflow_command("notice", "plain") == "::notice::plain"
+
+
+def test_annotations_escape_what_a_model_says_about_itself() -> None:
+    evil = "evil\n::error::injected, really: 100%"
+    report = RunReport(
+        policy="p",
+        subjects=[
+            SubjectReport(
+                path="q.gguf",
+                backend="fake",
+                info={"label": evil},
+                results=[
+                    CheckResult("perplexity", "perplexity", "ppl_delta", Verdict.FAIL, evil),
+                    CheckResult("kl-divergence", "kl-divergence", "kld_mean", Verdict.WARN, "meh"),
+                    CheckResult("quant-floor", "quant-floor", "", Verdict.PASS, "ok"),
+                ],
+            )
+        ],
+    )
+    lines = annotation_lines(report)
+    assert len(lines) == 2
+    error, warning = lines
+    assert error.startswith("::error title=qgate fail%3A evil%0A%3A%3Aerror%3A%3Ainjected%2C ")
+    assert error.endswith("::evil%0A::error::injected, really: 100%25")
+    assert warning.startswith("::warning title=qgate warn%3A ") and warning.endswith("::meh")
+    assert all("\n" not in line and "\r" not in line for line in lines)
+
+
+def test_annotations_are_capped_with_a_notice() -> None:
+    results = [CheckResult("c", f"c{i}", "", Verdict.FAIL, "bad") for i in range(13)]
+    report = RunReport(policy="p", subjects=[SubjectReport("q", "fake", results=results)])
+    lines = annotation_lines(report)
+    assert sum(line.startswith("::error") for line in lines) == 10
+    assert lines[-1].startswith("::notice") and "3 more errors" in lines[-1]
+
+
+# -- the steps on real runs -------------------------------------------------------------------
+def test_a_failing_run_writes_summary_outputs_and_annotations(github_env, fake, capfd):
+    fake("models/q2", noise=1.5, metadata={"bits_per_weight": 2.6})
+    fake("models/q8", noise=0.01, metadata={"bits_per_weight": 8.5})
+    env = {**github_env, "QGATE_MODELS": f"{Path(github_env['QGATE_REFERENCE']).parent}/q*.json"}
+    out, code = run_action(env, capfd)
+    assert code == 1
+    values = outputs(env)
+    assert values["verdict"] == "fail"
+    assert values["report"] == env["QGATE_HTML"] and Path(values["report"]).is_file()
+    assert values["results"] == env["QGATE_JSON"]
+    assert values["artifact-name"] == "qgate-report"
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "## qgate: FAIL" in summary and "q2" in summary and "q8" in summary
+    errors = [line for line in out.splitlines() if line.startswith("::error ")]
+    assert any("title=qgate fail%3A q2%3A quant-floor.bits_per_weight::" in e for e in errors)
+    assert not any("q8" in e for e in errors)
+    # qgate's own output is fenced: nothing it prints can be a workflow command
+    fence = next(line for line in out.splitlines() if line.startswith("::stop-commands::"))
+    assert f"::{fence.removeprefix('::stop-commands::')}::" in out.splitlines()
+    assert "$ qgate check" in out
+
+
+def test_a_passing_run_sets_verdict_pass_and_no_error(github_env, fake, capfd):
+    good = fake("models/q8", noise=0.01, metadata={"bits_per_weight": 8.5})
+    env = {**github_env, "QGATE_MODELS": str(good), "QGATE_SHARD": "1/1"}
+    out, code = run_action(env, capfd)
+    assert code == 0
+    values = outputs(env)
+    assert values["verdict"] == "pass" and values["artifact-name"] == "qgate-report-shard-1-of-1"
+    assert not [line for line in out.splitlines() if line.startswith(("::error", "::warning"))]
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "## qgate: PASS" in summary and "Shard 1/1: 2 of 2 units" in summary
+
+
+def test_a_usage_error_is_exit_2_with_a_summary_that_says_so(github_env, fake, capfd):
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q8")), "QGATE_POLICY": "no-such-policy"}
+    out, code = run_action(env, capfd)
+    assert code == 2
+    assert outputs(env)["verdict"] == "error" and outputs(env)["report"] == ""
+    assert "exited with code 2" in Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "::error title=qgate::qgate exited with code 2" in out
+
+
+def test_a_glob_matching_nothing_is_an_input_error(github_env, capfd):
+    env = {**github_env, "QGATE_MODELS": "models/*.gguf"}
+    assert main(["run"], env=env) == 0
+    assert outputs(env)["exit-code"] == "2"
+    assert "::error title=qgate%3A invalid input::no model matches 'models/*.gguf'" in (
+        capfd.readouterr().out
+    )
+
+
+def test_qgate_arguments_for_each_command(github_env, tmp_path, fake):
+    a, b = fake("models/a"), fake("models/b")
+    env = {
+        **github_env,
+        "QGATE_MODELS": f"{a}\n  {b} {a}",
+        "QGATE_SHARD": "2/3",
+        "QGATE_ARGS": "--n-ctx 256 --dataset 'legal=my file.txt'",
+    }
+    args = qgate_arguments(env)
+    assert args[:3] == ["check", str(a), str(b)]  # newline or space separated, no duplicates
+    assert args[args.index("--shard") + 1] == "2/3"
+    assert args[args.index("--json") + 1] == env["QGATE_JSON"]
+    assert args[-4:] == ["--n-ctx", "256", "--dataset", "legal=my file.txt"]
+    baseline = qgate_arguments({**env, "QGATE_COMMAND": "baseline", "QGATE_ARGS": ""})
+    assert baseline[:2] == ["baseline", env["QGATE_REFERENCE"]] and "--cache-dir" in baseline
+    shards = tmp_path / "qgate-shards"
+    for k in (1, 2):
+        (shards / f"qgate-report-shard-{k}-of-2").mkdir(parents=True)
+        (shards / f"qgate-report-shard-{k}-of-2" / "results.json").write_text("{}")
+    merge = qgate_arguments(
+        {**env, "QGATE_COMMAND": "merge", "QGATE_RESULTS": f"{shards}/**/results.json"}
+    )
+    assert merge[0] == "merge" and len([m for m in merge if m.endswith("results.json")]) == 3
+    assert expand(f"{shards}/*/results.json", what="x")[0].endswith("1-of-2/results.json")
+    with pytest.raises(Exception, match="unknown command"):
+        qgate_arguments({**env, "QGATE_COMMAND": "deploy"})
+
+
+def test_artifact_names() -> None:
+    assert artifact_name({}) == "qgate-report"
+    assert artifact_name({"QGATE_SHARD": "3/4"}) == "qgate-report-shard-3-of-4"
+    assert artifact_name({"QGATE_SHARD": "3/4", "QGATE_COMMAND": "merge"}) == "qgate-report"
+    assert artifact_name({"QGATE_ARTIFACT_NAME": "mine", "QGATE_SHARD": "1/2"}) == "mine"
+
+
+def test_set_output_uses_a_heredoc_for_multiline_values(github_env) -> None:
+    from qgate.github import set_output
+
+    set_output("one", "value", env=github_env)
+    set_output("two", "a\nb", env=github_env)
+    text = Path(github_env["GITHUB_OUTPUT"]).read_text()
+    assert text.startswith("one=value\ntwo<<ghadelimiter_")
+    delimiter = text.splitlines()[1].split("<<", 1)[1]
+    assert text.endswith(f"\na\nb\n{delimiter}\n")
+
+
+def test_cache_key_names_policy_reference_and_version(github_env, fake) -> None:
+    key = cache_key(github_env)
+    assert key.startswith("qgate-ref-Linux-ci-") and key.endswith(f"-qgate{__version__}")
+    assert cache_key(github_env) == key
+    fake("models/ref", seed=3)  # another reference: another key
+    assert cache_key(github_env) != key
+    assert cache_key({**github_env, "QGATE_REFERENCE": ""}) == ""
+
+
+# -- the pull-request comment -----------------------------------------------------------------
+class FakeGitHub:
+    """Records requests and answers like the REST API would."""
+
+    def __init__(self, comments: list[dict[str, Any]], fail: int | None = None):
+        self.comments = comments
+        self.fail = fail
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+
+    def __call__(self, method, url, headers, body):
+        payload = json.loads(body) if body else None
+        self.requests.append((method, url, dict(headers), payload))
+        if self.fail:
+            raise GitHubAPIError(self.fail, "Resource not accessible by integration")
+        if method == "GET":
+            page = int(url.rsplit("page=", 1)[1])
+            return 200, self.comments[(page - 1) * 100 : page * 100]
+        return (200 if method == "PATCH" else 201), {"html_url": "https://example.test/c/1"}
+
+
+def bot(id: int, body: str) -> dict[str, Any]:
+    return {"id": id, "body": body, "user": {"login": "github-actions[bot]", "type": "Bot"}}
+
+
+def test_pull_request_numbers_from_events() -> None:
+    assert pull_request_number({"pull_request": {"number": 5}}) == 5
+    assert pull_request_number({"issue": {"number": 6, "pull_request": {}}}) is None
+    assert pull_request_number({"issue": {"number": 6, "pull_request": {"url": "u"}}}) == 6
+    assert pull_request_number({"workflow_run": {"pull_requests": [{"number": 8}]}}) == 8
+    assert pull_request_number({"workflow_run": {"pull_requests": []}}, "9") == 9
+    assert pull_request_number({"ref": "refs/heads/main"}) is None
+
+
+def test_the_previous_comment_is_found_by_marker_and_author() -> None:
+    human = {"id": 1, "body": f"quoting {COMMENT_MARKER}", "user": {"type": "User"}}
+    comments = [bot(2, "unrelated"), human, bot(3, f"{COMMENT_MARKER}\nold"), bot(4, "later")]
+    assert find_previous_comment(comments)["id"] == 3
+    assert find_previous_comment([human, bot(2, "x")]) is None
+
+
+def test_the_comment_updates_the_previous_one(github_env) -> None:
+    comments = [bot(i, f"comment {i}") for i in range(100)] + [bot(142, f"{COMMENT_MARKER}\nold")]
+    http = FakeGitHub(comments)
+    env = {**github_env, "GITHUB_TOKEN": "t0ken"}
+    said = post_comment(env, "## qgate: PASS\n", http=http)
+    assert said.startswith("updated the qgate comment on pull request #7")
+    methods = [(m, url) for m, url, _, _ in http.requests]
+    assert methods == [
+        ("GET", "https://api.example.test/repos/acme/quants/issues/7/comments?per_page=100&page=1"),
+        ("GET", "https://api.example.test/repos/acme/quants/issues/7/comments?per_page=100&page=2"),
+        ("PATCH", "https://api.example.test/repos/acme/quants/issues/comments/142"),
+    ]
+    _, _, headers, payload = http.requests[-1]
+    assert headers["Authorization"] == "Bearer t0ken"
+    assert headers["Accept"] == "application/vnd.github+json"
+    assert headers["Content-Type"] == "application/json"
+    assert payload["body"].startswith(COMMENT_MARKER + "\n## qgate: PASS")
+    assert "https://github.example.test/acme/quants/actions/runs/1234" in payload["body"]
+
+
+def test_the_comment_is_created_when_there_is_none(github_env) -> None:
+    http = FakeGitHub([bot(1, "hello")])
+    said = post_comment({**github_env, "GITHUB_TOKEN": "t"}, "## qgate: FAIL\n", http=http)
+    assert said.startswith("created")
+    method, url, _, payload = http.requests[-1]
+    assert (method, url) == ("POST", "https://api.example.test/repos/acme/quants/issues/7/comments")
+    assert COMMENT_MARKER in payload["body"]
+
+
+def test_a_forbidden_comment_is_a_warning_not_a_failure(github_env) -> None:
+    said = post_comment({**github_env, "GITHUB_TOKEN": "t"}, "x", http=FakeGitHub([], fail=403))
+    assert said.startswith("::warning title=qgate::could not post the pull-request comment")
+    assert "HTTP 403" in said and "fork" in said
+
+
+def test_no_comment_outside_a_pull_request(github_env, tmp_path) -> None:
+    push = tmp_path / "push.json"
+    push.write_text(json.dumps({"ref": "refs/heads/main"}))
+    http = FakeGitHub([])
+    env = {**github_env, "GITHUB_TOKEN": "t", "GITHUB_EVENT_PATH": str(push)}
+    assert post_comment(env, "x", http=http) == "not a pull request: no comment posted"
+    assert http.requests == []
+
+
+def test_a_long_comment_is_truncated_within_the_limit(github_env) -> None:
+    body = comment_body("| row |\n" * 20000, github_env)
+    assert len(body) <= 65536 and body.startswith(COMMENT_MARKER)
+    assert "Comment truncated" in body and "actions/runs/1234" in body
