@@ -29,6 +29,17 @@ def sha256_file(path: Path, *, progress: Callable[[int, int], None] | None = Non
     return digest.hexdigest()
 
 
+def folder_files(folder: Path) -> list[str]:
+    """The files under ``folder`` as sorted relative POSIX paths (what a manifest covers)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def manifest_digest(manifest: dict[str, str]) -> str:
+    """The digest of a folder: the sha256 of its manifest (relative path -> file sha256) as
+    sorted JSON. Equal manifests give equal digests wherever the folder lies."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
 class DigestIndex:
     """Remembers file digests keyed by absolute path, size and mtime."""
 
@@ -45,12 +56,7 @@ class DigestIndex:
         """The sha256 of ``path`` (a file, or a folder hashed as a sorted manifest of its files)."""
         path = path.resolve()
         if path.is_dir():
-            manifest = {
-                str(p.relative_to(path)): self.digest(p, progress=progress)
-                for p in sorted(path.rglob("*"))
-                if p.is_file()
-            }
-            return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+            return manifest_digest(self.manifest(path, progress=progress))
         stat = path.stat()
         key = str(path)
         entry = self._entries.get(key)
@@ -64,6 +70,17 @@ class DigestIndex:
         self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
         self._save()
         return value
+
+    def manifest(
+        self, folder: Path, *, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, str]:
+        """Every file under ``folder`` (relative POSIX path, sorted) -> its sha256.
+
+        This is what a folder model's digest is computed from (:func:`manifest_digest`), so it
+        can be recorded next to the digest and each file checked on its own later.
+        """
+        folder = folder.resolve()
+        return {rel: self.digest(folder / rel, progress=progress) for rel in folder_files(folder)}
 
     def _save(self) -> None:
         if self.file is None:
