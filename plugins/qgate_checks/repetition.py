@@ -1,0 +1,192 @@
+"""``repetition``: does the subject loop, degenerate or run away where the reference does not?
+
+Log-likelihood can look fine while generation collapses (2-bit quants that loop, repeat phrases,
+exhaust their budget or never close a ``<think>``). Both models generate for the same prompts
+with the same decoding; each output is labelled (see ``degeneration``); the verdict is on the
+subject's collapse rate minus the reference's, with a paired bootstrap interval over prompts.
+A small model that loops at F16 too is therefore not blamed on its quant, and when the reference
+itself collapses on most prompts the report says the signal is weak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qgate.backend import Generation, GenerationSettings
+from qgate.chat import format_prompt
+from qgate.check import Check, CheckContext
+from qgate.generation import GenerationRequest
+from qgate.hookspecs import hookimpl
+from qgate.options import option
+from qgate.prompts import Prompt, load_prompt_set
+from qgate.results import CheckResult, Comparison
+from qgate.stats import bootstrap_interval
+from qgate_checks.degeneration import COLLAPSED, LABELS, OutputStats, analyse
+
+
+@dataclass
+class RepetitionOptions:
+    max_collapse_increase: float | None = option(
+        0.05,
+        "largest allowed rise of the collapse rate over the reference's (0.05 = 5 points)",
+        minimum=0,
+    )
+    prompts: str = option("default", "a shipped prompt set's name, or a .jsonl file")
+    max_tokens: int = option(96, "generation budget per output, in tokens", minimum=8)
+    sampled_seeds: list[int] = option(
+        default_factory=list, help="also sample at temperature 0.7 with each of these seeds"
+    )
+    temperature: float = option(0.7, "temperature of the sampled runs", minimum=0.01)
+    weak_reference: float = option(
+        0.5,
+        "reference collapse rate above which the report calls the signal weak",
+        minimum=0,
+        maximum=1,
+    )
+    samples_in_report: int = option(4, "worst outputs shown side by side in the report", minimum=0)
+
+
+class RepetitionCheck(Check):
+    name = "repetition"
+    description = (
+        "collapse rate (loops, degenerate text, runaway budgets, unclosed <think>) vs the reference"
+    )
+    Options = RepetitionOptions
+    needs_reference = True
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        options: RepetitionOptions = ctx.options
+        assert ctx.reference is not None
+        prompt_set = load_prompt_set(options.prompts)
+        decodings = [GenerationSettings(max_tokens=options.max_tokens)] + [
+            GenerationSettings(
+                max_tokens=options.max_tokens, temperature=options.temperature, seed=s
+            )
+            for s in options.sampled_seeds
+        ]
+        runs: dict[str, list[OutputStats]] = {}
+        outputs: dict[str, list[Generation]] = {}
+        notes = set()
+        items = [(p, d) for d in decodings for p in prompt_set.prompts]
+        for role, handle in (("reference", ctx.reference), ("subject", ctx.subject)):
+            requests = []
+            for prompt, decoding in items:
+                rendered = format_prompt(handle.info.chat_template, prompt.prompt, kind=prompt.kind)
+                if rendered.note:
+                    notes.add(f"{role}: {rendered.note}")
+                requests.append(GenerationRequest(rendered.text, decoding))
+            generated = ctx.generate(handle, requests, task=f"generating with {handle.info.label}")
+            outputs[role] = generated
+            runs[role] = [
+                analyse(
+                    g.text, g.tokens, finish_reason=g.finish_reason, prompt=p.prompt, kind=p.kind
+                )
+                for g, (p, _) in zip(generated, items, strict=True)
+            ]
+        sub = np.array([s.label in COLLAPSED for s in runs["subject"]], dtype=float)
+        ref = np.array([s.label in COLLAPSED for s in runs["reference"]], dtype=float)
+        increase = float(sub.mean() - ref.mean())
+        settings = ctx.policy.evaluation
+        interval = bootstrap_interval(
+            len(items),
+            lambda idx: float(sub[idx].mean() - ref[idx].mean()),
+            resamples=settings.bootstrap,
+            confidence=settings.confidence,
+            seed=settings.seed,
+        )
+        worst = _worst(items, runs, outputs)
+        message = (
+            f"collapse rate {sub.mean():.0%} vs reference {ref.mean():.0%} on {len(items)} outputs "
+            f"({increase * 100:+.1f} points)"
+        )
+        if ref.mean() > options.weak_reference:
+            message += f"; weak signal: the reference itself collapses on {ref.mean():.0%}"
+        if worst:
+            message += f"; worst prompt: {worst[0]['prompt_id']}"
+        return [
+            ctx.result(
+                "collapse_increase",
+                increase,
+                threshold=options.max_collapse_increase,
+                comparison=Comparison.LE,
+                interval=interval,
+                unit="%",
+                message=message,
+                details={
+                    "subject_collapse_rate": float(sub.mean()),
+                    "reference_collapse_rate": float(ref.mean()),
+                    "prompt_set": prompt_set.name,
+                    "prompt_set_sha256": prompt_set.digest,
+                    "notes": sorted(notes),
+                    "tables": [_label_table(runs)],
+                    "samples": [
+                        {k: v for k, v in w.items() if k != "prompt_id"}
+                        for w in worst[: options.samples_in_report]
+                    ],
+                },
+            )
+        ]
+
+
+def _label_table(runs: dict[str, list[OutputStats]]) -> dict[str, Any]:
+    rows = []
+    for role in ("reference", "subject"):
+        stats = runs[role]
+        counts = {label: sum(s.label == label for s in stats) for label in LABELS}
+        rows.append(
+            [
+                role,
+                *(counts[label] for label in LABELS),
+                f"{np.mean([s.repeated_ngram_fraction for s in stats]):.3f}",
+                f"{np.mean([s.compression_ratio for s in stats]):.3f}",
+            ]
+        )
+    return {
+        "title": "Output labels",
+        "columns": ["model", *LABELS, "repeated 4-grams", "zlib ratio"],
+        "rows": rows,
+    }
+
+
+def _worst(
+    items: list[tuple[Prompt, GenerationSettings]],
+    runs: dict[str, list[OutputStats]],
+    outputs: dict[str, list[Generation]],
+) -> list[dict[str, Any]]:
+    """Prompts where the subject collapsed and the reference did not, worst loop first."""
+    picked: list[tuple[int, dict[str, Any]]] = []
+    for i, (prompt, decoding) in enumerate(items):
+        sub, ref = runs["subject"][i], runs["reference"][i]
+        if sub.label not in COLLAPSED or ref.label in COLLAPSED:
+            continue
+        text = outputs["subject"][i].text
+        span = (
+            [sub.loop_start, sub.loop_start + sub.loop_period + sub.loop_chars]
+            if sub.label == "looping"
+            else None
+        )
+        severity = sub.loop_chars + 1000 * (sub.label == "degenerate")
+        picked.append(
+            (
+                severity,
+                {
+                    "prompt_id": prompt.id,
+                    "prompt": prompt.prompt,
+                    "subject": text,
+                    "reference": outputs["reference"][i].text,
+                    "subject_highlight": span,
+                    "note": f"{prompt.id}: subject {sub.label}, reference {ref.label}"
+                    + (f", seed {decoding.seed}" if decoding.temperature > 0 else ", greedy"),
+                },
+            )
+        )
+    picked.sort(key=lambda item: -item[0])
+    return [sample for _, sample in picked]
+
+
+@hookimpl
+def qgate_checks() -> list[Check]:
+    return [RepetitionCheck()]
