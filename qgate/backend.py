@@ -75,6 +75,8 @@ class ModelInfo:
     identity: dict[str, str] = field(default_factory=dict)
     tokenizer_hash: str | None = None
     chat_template_hash: str | None = None
+    #: the Jinja chat template from the artifact (untrusted: render only with qgate.chat)
+    chat_template: str | None = None
     file_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +94,7 @@ class ModelInfo:
 
     def to_dict(self, *, with_tensors: bool = False) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("chat_template")  # large and untrusted; the hash identifies it
         if not with_tensors:
             data.pop("tensor_type_by_name")
         return data
@@ -109,6 +112,9 @@ class TokenScores:
     top_ids: np.ndarray  #: int32 [n, k]: the k most likely token ids, most likely first
     top_logprobs: np.ndarray  #: float32 [n, k]: their log-probabilities
     gathered_logprobs: np.ndarray | None = None  #: float32 [n, g]: log-probs at requested ids
+    #: int32 [n, m]: ids sampled from the distribution outside the top-k (for the KLD estimate)
+    tail_ids: np.ndarray | None = None
+    tail_logprobs: np.ndarray | None = None  #: float32 [n, m]: their log-probabilities
 
     def __len__(self) -> int:
         return int(self.target_logprob.shape[0])
@@ -160,6 +166,7 @@ class LoadedModel(ABC):
         start: int,
         top_k: int,
         gather: np.ndarray | None = None,
+        tail_samples: int = 0,
     ) -> TokenScores:
         """Score ``tokens[start:]``, each predicted from all tokens before it, in one context.
 
@@ -170,8 +177,10 @@ class LoadedModel(ABC):
         :param start: first scored position, >= 1.
         :param top_k: how many of the most likely tokens to return per position.
         :param gather: int [n_scored, g] token ids whose log-probabilities to return per position
-            (the reference's top-k, so the KL divergence can be computed against a cached
-            reference).
+            (the reference's top-k and tail samples, so the KL divergence can be computed against
+            a cached reference).
+        :param tail_samples: how many ids per position to sample from the distribution outside
+            the top-k (``summarize_logits`` does it; seed it from the tokens for repeatability).
         :raises CheckError: when the logits are not finite.
         """
 

@@ -61,9 +61,31 @@ class ReferenceCache:
         except OSError:
             pass  # a full or read-only disk costs time, not correctness
 
+    def load_json(self, key: str) -> Any:
+        """A cached JSON document (generations), or None when absent or damaged."""
+        path = self._path(key, ".json")
+        if path is None or not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def store_json(self, key: str, document: Any) -> None:
+        path = self._path(key, ".json")
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:
+            pass
+
     def size_of(self, key: str) -> int:
         path = self._path(key)
         return path.stat().st_size if path and path.is_file() else 0
 
-    def _path(self, key: str) -> Path | None:
-        return self.directory / "reference" / key[:2] / f"{key}.npz" if self.directory else None
+    def _path(self, key: str, suffix: str = ".npz") -> Path | None:
+        return self.directory / "reference" / key[:2] / f"{key}{suffix}" if self.directory else None

@@ -11,6 +11,8 @@ from qgate.results import CheckResult, Comparison, Interval, Severity, Verdict
 from qgate.stats import decide
 
 if TYPE_CHECKING:
+    from qgate.backend import Generation
+    from qgate.generation import GenerationRequest
     from qgate.policy.model import CheckSpec, Policy
     from qgate.progress import Progress
     from qgate.scoring.evaluation import Evaluation, PairedScores
@@ -51,6 +53,14 @@ class CheckContext:
         """Subject vs reference on the policy's datasets (one shared pass per subject)."""
         assert self.reference is not None, "checks that score need needs_reference = True"
         return self.evaluation.paired(self.subject, self.reference)
+
+    def generate(
+        self, handle: ModelHandle, requests: list[GenerationRequest], task: str
+    ) -> list[Generation]:
+        """Generate for ``requests`` with the subject or the reference (whose outputs are cached)."""
+        return self.evaluation.generations.run(
+            handle, requests, task=task, cacheable=handle is self.reference
+        )
 
     @property
     def on_inconclusive(self) -> str:

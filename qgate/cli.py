@@ -27,9 +27,11 @@ from qgate.options import describe_schema
 from qgate.plugins import Registry
 from qgate.policy import load_policy
 from qgate.policy.loader import available_policies
+from qgate.policy.resolved import resolved_policy_data
 from qgate.progress import Progress
 from qgate.results import RunReport
 from qgate.runner import Interrupted, Runner, with_backend_overrides
+from qgate.shard import parse_shard, select_shard
 
 
 def exit_code_for(report: RunReport) -> ExitCode:
@@ -118,6 +120,17 @@ def make_cli(registry: Registry) -> click.Group:
     @click.option("--no-cache", is_flag=True, help="neither read nor write the reference cache")
     @click.option("--quiet", "-q", is_flag=True, help="no progress output on stderr")
     @click.option("--profile", is_flag=True, help="print where the time went")
+    @click.option(
+        "--attestation",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="write an in-toto Statement (v1) of the verdict over the subjects' sha256 here",
+    )
+    @click.option(
+        "--shard",
+        metavar="K/N",
+        callback=_validate_shard,
+        help="run only shard K of N (1-based); join the shards' JSON with qgate merge",
+    )
     def check(
         models: tuple[str, ...],
         policy_name: str,
@@ -133,6 +146,8 @@ def make_cli(registry: Registry) -> click.Group:
         no_cache: bool,
         quiet: bool,
         profile: bool,
+        attestation: Path | None,
+        shard: str | None,
         **outputs: Path | None,
     ) -> None:
         """Measure MODELS against the reference under a policy; exit 1 if a gate fails."""
@@ -153,6 +168,15 @@ def make_cli(registry: Registry) -> click.Group:
             progress=progress,
             backend_options=options,
         )
+        if shard is not None:
+            runner.shard = select_shard(
+                shard,
+                list(models),
+                policy,
+                registry.check_objects(),
+                options=options,
+                datasets=runner.datasets,
+            )
         with _sigterm_as_interrupt():
             report = runner.run(list(models))
         report.environment.update(
@@ -164,6 +188,11 @@ def make_cli(registry: Registry) -> click.Group:
         )
         started = time.perf_counter()
         write_reports(registry, report, outputs)
+        if attestation is not None:
+            from qgate.attestation import write_attestation
+
+            if (why := write_attestation(report, attestation)) is not None:
+                click.echo(f"qgate: no attestation written: {why}", err=True)
         report.timings["report"] = time.perf_counter() - started
         if profile:
             click.echo(_profile_text(report), err=True)
@@ -182,6 +211,119 @@ def make_cli(registry: Registry) -> click.Group:
         sys.exit(exit_code_for(report))
 
     report_cmd.params.extend(_reporter_options(registry))
+
+    @cli.command("verify")
+    @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option(
+        "--models",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="look the models up by file name under this directory instead of their recorded paths",
+    )
+    @click.option("--quiet", "-q", is_flag=True, help="no progress output on stderr")
+    def verify_cmd(results: Path, models: Path | None, quiet: bool) -> None:
+        """Re-hash the model files RESULTS.json names and compare them with its digests.
+
+        Exit 0 when every file matches, 1 on any MISMATCH, missing or extra file, 2 when the
+        results file cannot be read. The digest cache is never used: every byte is read again.
+        """
+        from qgate import verify
+
+        checks = verify.verify(results, models_dir=models, progress=Progress(enabled=not quiet))
+        for item in checks:
+            click.echo(item.line())
+        click.echo(verify.summary(checks))
+        sys.exit(verify.exit_code(checks))
+
+    @cli.command("merge")
+    @click.argument(
+        "results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+    )
+    @click.option("--quiet", "-q", is_flag=True, help="do not print the console summary")
+    def merge_cmd(results: tuple[Path, ...], quiet: bool, **outputs: Path | None) -> None:
+        """Join the JSON results of shards (qgate check --shard K/N) into one report.
+
+        Exit 1 when the merged gate fails, or when a shard is missing or incomplete (each unit
+        it should have run becomes an error result); exit 2 when the files come from runs split
+        a different number of ways or judged under different policies.
+        """
+        from qgate.merge import merge_results
+
+        missing = [str(p) for p in results if not p.is_file()]
+        if missing:
+            raise UsageError(f"results file not found: {', '.join(missing)}")
+        outcome = merge_results([(str(p), read_results(p)) for p in results])
+        for problem in outcome.problems:
+            click.echo(f"qgate: {problem}", err=True)
+        write_reports(registry, outcome.report, outputs, console=not quiet)
+        sys.exit(exit_code_for(outcome.report))
+
+    merge_cmd.params.extend(_reporter_options(registry))
+
+    @cli.command("baseline")
+    @click.argument("reference")
+    @click.option(
+        "--policy",
+        "-p",
+        "policy_name",
+        default="production",
+        show_default=True,
+        help="the policy whose datasets and scoring settings the checks will use",
+    )
+    @click.option("--backend", "-b", help="backend for the reference (default: detected)")
+    @click.option(
+        "--dataset",
+        "datasets",
+        multiple=True,
+        metavar="[DOMAIN=]FILE",
+        help="extra evaluation text, as given to qgate check; repeatable",
+    )
+    @click.option("--n-ctx", type=click.IntRange(16), help="context size (overrides the policy)")
+    @click.option("--threads", type=click.IntRange(1), help="CPU threads (overrides the policy)")
+    @click.option("--gpu-layers", type=click.IntRange(-1), help="layers offloaded to the GPU")
+    @click.option("--kv-cache", help="KV cache type, as given to qgate check")
+    @click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="reference cache directory [default: $QGATE_CACHE_DIR or ~/.cache/qgate]",
+    )
+    @click.option("--quiet", "-q", is_flag=True, help="no progress output on stderr")
+    def baseline_cmd(
+        reference: str,
+        policy_name: str,
+        backend: str | None,
+        datasets: tuple[str, ...],
+        n_ctx: int | None,
+        threads: int | None,
+        gpu_layers: int | None,
+        kv_cache: str | None,
+        cache_dir: Path | None,
+        quiet: bool,
+    ) -> None:
+        """Score REFERENCE once and store its outputs in the reference cache.
+
+        Later qgate check runs with the same policy and options (on other CI runners too, once
+        the cache directory is restored there) read the reference from the cache and never load
+        it. Use the same --n-ctx, --kv-cache and --dataset as the checks.
+        """
+        from qgate.baseline import compute_baseline
+
+        policy = load_policy(policy_name, registry.check_objects(), extra_dirs=registry.policy_dirs)
+        options = with_backend_overrides(
+            policy.backend, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, kv_cache=kv_cache
+        )
+        with _sigterm_as_interrupt():
+            outcome = compute_baseline(
+                registry,
+                policy,
+                reference,
+                backend=backend,
+                options=options,
+                extra_datasets=[dataset_from_path(d) for d in datasets],
+                cache=ReferenceCache(cache_dir or default_cache_dir()),
+                progress=Progress(enabled=not quiet),
+            )
+        for line in outcome.lines():
+            click.echo(line)
 
     @cli.command("plugins")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -294,30 +436,21 @@ def plugin_listing(registry: Registry) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def resolved_policy_data(policy: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "name": policy.name,
-        "description": policy.description,
-        "files": policy.files,
-        "on_inconclusive": policy.on_inconclusive,
-        "backend": asdict(policy.backend),
-        "evaluation": asdict(policy.evaluation),
-        "datasets": [asdict(d) for d in policy.datasets],
-        "checks": [
-            {**asdict(spec), "options": asdict(policy.check_options[spec.key])}
-            for spec in policy.checks
-        ],
-    }
-
-
 def _profile_text(report: RunReport) -> str:
     lines = ["qgate profile (seconds):"]
     for phase, seconds in sorted(report.timings.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {phase:<28} {seconds:9.2f}")
     lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(report.counters.items())))
     return "\n".join(lines)
+
+
+def _validate_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_shard(value)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 class _sigterm_as_interrupt:

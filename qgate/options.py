@@ -118,7 +118,7 @@ def describe_schema(schema: type) -> list[dict[str, Any]]:
 def _check_bounds(
     field: dataclasses.Field[Any], value: Any, key_path: str, source: str | None
 ) -> None:
-    values = value if isinstance(value, list) else [value]
+    values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue

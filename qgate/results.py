@@ -188,6 +188,12 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     #: anything else a plugin or the CLI wants recorded (command line, versions, ...)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: set by ``qgate check --shard K/N``: ``index``, ``count``, ``units`` (what this shard ran),
+    #: ``planned_units`` (the whole run's), ``policy_digest``; ``qgate merge`` joins on it
+    shard: dict[str, Any] | None = None
+    #: what exactly was measured: file and text digests, policy digest, versions, machine
+    #: (see :mod:`qgate.provenance`); ``{}`` in results written before it was recorded
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> Verdict:
@@ -213,6 +219,8 @@ class RunReport:
             "counters": dict(self.counters),
             "timings": {k: _json_float(round(v, 4)) for k, v in self.timings.items()},
             "environment": _json_clean(self.environment),
+            "shard": _json_clean(self.shard),
+            "provenance": _json_clean(self.provenance),
             "subjects": [s.to_dict() for s in self.subjects],
         }
 
@@ -235,6 +243,8 @@ class RunReport:
             counters=data.get("counters") or {},
             timings=data.get("timings") or {},
             environment=data.get("environment") or {},
+            shard=data.get("shard"),
+            provenance=data.get("provenance") or {},
         )
 
 

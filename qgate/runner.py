@@ -21,19 +21,29 @@ from qgate.backend import Backend, BackendOptions
 from qgate.cache import ReferenceCache
 from qgate.check import Check, CheckContext
 from qgate.datasets import Dataset, load_dataset
-from qgate.errors import BackendError, QgateError, UsageError
+from qgate.deadline import deadline
+from qgate.errors import BackendError, CheckError, QgateError, UsageError
 from qgate.hashing import DigestIndex
 from qgate.plugins import Registry
 from qgate.policy.conditions import matches
 from qgate.policy.model import CheckSpec, DatasetSpec, Policy
 from qgate.progress import Progress
+from qgate.provenance import collect as collect_provenance
 from qgate.results import CheckResult, RunReport, Severity, SubjectReport, Verdict
 from qgate.scoring.evaluation import Evaluation
 from qgate.session import ModelHandle
+from qgate.shard import ShardSelection
 
 
 class Interrupted(Exception):
     """Raised by the CLI's SIGTERM handler so the run stops like on Ctrl-C."""
+
+
+class CheckTimeout(CheckError):
+    """A check ran past its policy ``timeout``."""
+
+    def __init__(self, key: str, seconds: float | None):
+        super().__init__(f"the check {key!r} ran past its timeout of {seconds}s and was stopped")
 
 
 class Runner:
@@ -51,6 +61,7 @@ class Runner:
         cache: ReferenceCache | None = None,
         progress: Progress | None = None,
         backend_options: BackendOptions | None = None,
+        shard: ShardSelection | None = None,
     ):
         self.registry = registry
         self.policy = policy
@@ -60,6 +71,8 @@ class Runner:
         self.options = backend_options or policy.backend
         self.cache = cache or ReferenceCache(None)
         self.progress = progress or Progress(enabled=False)
+        #: with ``--shard K/N``: only this shard's (subject, check group) units run
+        self.shard = shard
         self.counters: Counter[str] = Counter()
         self.timings: defaultdict[str, float] = defaultdict(float)
         self.digests = DigestIndex(self.cache.directory)
@@ -100,6 +113,7 @@ class Runner:
             policy=self.policy.name,
             started_at=_now(),
             qgate_version=__version__,
+            shard=self.shard.record() if self.shard is not None else None,
         )
         # Resolve every path before measuring anything: a typo should cost seconds, not an hour.
         subject_backends = [
@@ -126,12 +140,17 @@ class Runner:
         )
         try:
             for path, backend in subject_backends:
+                if self.shard is not None and not self.shard.has_subject(str(path)):
+                    continue  # another shard's subject: not even opened here
                 subject_report = SubjectReport(path=str(path), backend=backend.name)
                 report.subjects.append(subject_report)
                 self._run_subject(subject_report, path, backend, reference, evaluation)
+            report.provenance = self._provenance(report, reference)
         except (KeyboardInterrupt, Interrupted):
             report.incomplete = True
             self.progress.log("interrupted: writing what was measured, marked incomplete")
+            if not report.provenance:  # stopped before or while hashing: paths, no digests
+                report.provenance = self._provenance(report, reference, hash_files=False)
         finally:
             if reference is not None:
                 reference.close()
@@ -139,6 +158,26 @@ class Runner:
             report.counters = dict(self.counters)
             report.timings = dict(self.timings)
         return report
+
+    def _provenance(
+        self, report: RunReport, reference: ModelHandle | None, *, hash_files: bool = True
+    ) -> dict[str, object]:
+        """What this run measured, hashed (see :mod:`qgate.provenance`)."""
+        started = time.perf_counter()
+        try:
+            return collect_provenance(
+                registry=self.registry,
+                policy=self.policy,
+                options=self.options,
+                datasets=self.datasets,
+                subjects=[Path(s.path) for s in report.subjects],
+                reference=reference,
+                digests=self.digests,
+                progress=self.progress,
+                hash_files=hash_files,
+            )
+        finally:
+            self.timings["provenance"] += time.perf_counter() - started
 
     def _run_subject(
         self,
@@ -160,6 +199,8 @@ class Runner:
         try:
             for spec in self.policy.checks:
                 check: Check = self.registry.checks[spec.use].item
+                if self.shard is not None and not self.shard.selects(str(path), spec.key):
+                    continue
                 if spec.when and not matches(spec.when, fields):
                     continue
                 if check.needs_reference and reference is None:
@@ -200,7 +241,8 @@ class Runner:
         )
         started = time.perf_counter()
         try:
-            results = list(check.run(ctx))
+            with deadline(spec.timeout, lambda: CheckTimeout(spec.key, spec.timeout)):
+                results = list(check.run(ctx))
         except (KeyboardInterrupt, Interrupted):
             raise
         except QgateError as exc:

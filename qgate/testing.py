@@ -16,17 +16,19 @@ from ``seed``. Knobs:
 ``kv_decay``       extra perturbation per 1,024 tokens of position when the KV cache is quantized
                    (q8: half as much as q4): a long-context cache that degrades late.
 ``nan_after``      logits are NaN from this position on.
-``repeat_after``   generation starts looping after this many bytes.
+``repeat_after``   generation starts looping after this many bytes (tokens).
 ``delay``          seconds per token of scoring and generation (for speed checks).
 ``fail_load``      loading raises a ``BackendError`` with this message.
+``answers``        question -> answer: a prompt ending in ``Q: <question>\nA:`` is answered so
+                   (for task-accuracy tests); other questions get the usual word salad.
 ``metadata``       overrides for :class:`~qgate.backend.ModelInfo` fields (``bits_per_weight``,
                    ``architecture``, ``expert_count``, ``identity``, ``tensor_type_by_name``, ...).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 import time
 import zlib
 from collections.abc import Sequence
@@ -62,46 +64,6 @@ _KV_FACTOR = {
     "q4": 1.0,
     "iq4_nl": 1.0,
 }
-_WORDS = [
-    "the",
-    "river",
-    "carried",
-    "light",
-    "past",
-    "stone",
-    "houses",
-    "where",
-    "people",
-    "kept",
-    "small",
-    "gardens",
-    "and",
-    "spoke",
-    "of",
-    "weather",
-    "trade",
-    "bread",
-    "music",
-    "rain",
-    "roads",
-    "bridges",
-    "children",
-    "lanterns",
-    "harvest",
-    "evening",
-    "market",
-    "boats",
-    "nets",
-    "salt",
-    "wind",
-    "morning",
-    "letters",
-    "stories",
-    "quiet",
-    "field",
-    "hill",
-]
-
 DEFAULT_KNOBS: dict[str, Any] = {
     "seed": 0,
     "noise": 0.0,
@@ -111,6 +73,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "repeat_after": None,
     "delay": 0.0,
     "fail_load": None,
+    "answers": {},
     "metadata": {},
 }
 
@@ -218,7 +181,13 @@ class FakeModel(LoadedModel):
         return out
 
     def score(
-        self, tokens: Sequence[int], *, start: int, top_k: int, gather: np.ndarray | None = None
+        self,
+        tokens: Sequence[int],
+        *,
+        start: int,
+        top_k: int,
+        gather: np.ndarray | None = None,
+        tail_samples: int = 0,
     ) -> TokenScores:
         self.calls["score"] += 1
         if len(tokens) > self.n_ctx:
@@ -227,39 +196,52 @@ class FakeModel(LoadedModel):
         time.sleep(self.knobs["delay"] * len(tokens))
         targets = np.asarray(tokens, dtype=np.int64)[positions + 1]
         return summarize_logits(
-            self.logits(tokens, positions), targets, start=start, top_k=top_k, gather=gather
+            self.logits(tokens, positions),
+            targets,
+            start=start,
+            top_k=top_k,
+            gather=gather,
+            tail_samples=tail_samples,
+            rng=np.random.default_rng(zlib.crc32(np.asarray(tokens, dtype=np.int64).tobytes())),
         )
 
     def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
         """A deterministic, healthy-looking continuation; loops after ``repeat_after`` bytes."""
         self.calls["generate"] += 1
         started = time.perf_counter()
+        question = re.search(r"Q: ([^\n]*)\nA:\s*$", prompt)
+        if question and question.group(1) in self.knobs["answers"]:
+            text = " " + str(self.knobs["answers"][question.group(1)])
+            tokens = list(text.encode())[: settings.max_tokens]
+            return Generation(text, tokens, "stop", prompt_tokens=len(prompt.encode()) + 1)
         seed = (
             zlib.crc32(prompt.encode())
             ^ self.knobs["seed"]
             ^ (settings.seed if settings.temperature > 0 else 0)
         )
         rng = np.random.default_rng(seed)
-        target = int(rng.integers(60, 200))
+        # healthy output ends well inside the budget (bytes are tokens here) with an EOS
+        budget = settings.max_tokens
+        target = int(rng.integers(min(24, budget // 2), max(25, budget * 3 // 4)))
+        alphabet = sorted({c for c in prompt if c.isalpha()}) or list("abcdefghijklmnopqrstuvwxyz")
+        if len(alphabet) < 8:
+            alphabet = list("abcdefghijklmnopqrstuvwxyz")
         repeat_after = self.knobs["repeat_after"]
         text = ""
         finish: Literal["stop", "length", "eos"] = "eos"
         while True:
-            if repeat_after is not None and len(text) >= repeat_after:
+            if repeat_after is not None and len(text.encode()) >= repeat_after:
                 loop = " ".join(text.split()[-3:]) + " "
-                while len(text.encode()) < settings.max_tokens:
+                while len(text.encode()) < budget:
                     text += loop
-                text, finish = (
-                    text.encode()[: settings.max_tokens].decode("utf-8", "ignore"),
-                    "length",
-                )
+                text, finish = text.encode()[:budget].decode("utf-8", "ignore"), "length"
                 break
-            if len(text) >= target:
+            word = "".join(
+                alphabet[int(i)] for i in rng.integers(len(alphabet), size=int(rng.integers(2, 8)))
+            )
+            if len((text + word).encode()) >= target:
                 break
-            if len(text.encode()) >= settings.max_tokens:
-                finish = "length"
-                break
-            text += _WORDS[int(rng.integers(len(_WORDS)))] + " "
+            text += word + " "
         for stop in settings.stop:
             if stop and stop in text:
                 text, finish = text[: text.index(stop)], "stop"
@@ -273,10 +255,6 @@ class FakeModel(LoadedModel):
             prompt_tokens=len(prompt.encode()) + 1,
             seconds=time.perf_counter() - started,
         )
-
-
-def fake_digest(knobs: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()
 
 
 @hookimpl

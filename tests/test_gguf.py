@@ -126,7 +126,7 @@ def test_quality_ladder_is_ordered_and_f32_matches_f16(tiny_ladder):
     """Real quantization damage: KLD to the F32 grows as bits shrink, F16 is nearly lossless."""
     from qgate.datasets import Dataset
     from qgate.scoring.evaluation import scored_start
-    from qgate.scoring.kld import kld_topk
+    from qgate.scoring.kld import kld_estimate
 
     options = BackendOptions(n_ctx=256, threads=2)
     text = Path(__file__).parents[1].joinpath("qgate/data/corpora/en.txt").read_text()[:6000]
@@ -134,15 +134,18 @@ def test_quality_ladder_is_ordered_and_f32_matches_f16(tiny_ladder):
     ref = backend().load(tiny_ladder["F32"], options)
     tokens = ref.tokenize(dataset.text)[:256]
     start = scored_start(256)
-    ref_scores = ref.score(tokens, start=start, top_k=32)
+    ref_scores = ref.score(tokens, start=start, top_k=32, tail_samples=16)
     ref.close()
     mean_kld = {}
     for ft in ("F16", "Q8_0", "Q4_K_M", "Q2_K"):
         model = backend().load(tiny_ladder[ft], options)
-        s = model.score(tokens, start=start, top_k=32, gather=ref_scores.top_ids)
+        ids = np.concatenate([ref_scores.top_ids, ref_scores.tail_ids], axis=1)
+        s = model.score(tokens, start=start, top_k=32, gather=ids)
         model.close()
-        mean_kld[ft] = float(kld_topk(ref_scores.top_logprobs, s.gathered_logprobs).mean())
-    assert mean_kld["F16"] < 1e-4
+        at = s.gathered_logprobs
+        tail = (ref_scores.tail_logprobs, at[:, 32:])
+        mean_kld[ft] = float(kld_estimate(ref_scores.top_logprobs, at[:, :32], *tail).mean())
+    assert abs(mean_kld["F16"]) < 1e-4
     assert mean_kld["F16"] < mean_kld["Q8_0"] < mean_kld["Q4_K_M"] < mean_kld["Q2_K"]
 
 
@@ -219,3 +222,20 @@ def test_end_to_end_ladder_under_permissive(qgate, tmp_path, tiny_ladder):
     suites = ET.parse(junit).getroot().findall("testsuite")
     assert int(suites[0].get("failures")) == 0 and int(suites[1].get("failures")) >= 1
     assert report.counters["model_loads"] == 3
+
+
+def test_chat_template_is_read_from_the_file_and_rendered_in_the_sandbox(tmp_path):
+    from qgate.chat import format_prompt
+    from qgate_gguf.fixtures import write_tiny_llama
+
+    template = (
+        "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    path = write_tiny_llama(tmp_path / "chat.gguf", chat_template=template, n_layers=1)
+    info = backend().inspect(path)
+    assert info.chat_template == template
+    assert info.extra["has_chat_template"] and info.chat_template_hash
+    assert "chat_template" not in info.to_dict()  # untrusted text stays out of the reports
+    rendered = format_prompt(info.chat_template, "Hi there", kind="instruction")
+    assert rendered.style == "template" and rendered.text == "<|user|>Hi there<|end|><|assistant|>"

@@ -53,12 +53,16 @@ def test_production_loads(checks: dict[str, Any]) -> None:
     assert [c.key for c in policy.checks] == [
         "perplexity",
         "kl-divergence",
+        "repetition",
+        "task-accuracy",
         "quant-floor",
         "quant-floor-moe",
     ]
     assert [c.use for c in policy.checks] == [
         "perplexity",
         "kl-divergence",
+        "repetition",
+        "task-accuracy",
         "quant-floor",
         "quant-floor",
     ]
@@ -89,6 +93,7 @@ def test_permissive_loads(checks: dict[str, Any]) -> None:
         "perplexity",
         "kl-divergence",
         "kl-tail",
+        "repetition",
         "quant-floor",
     ]
     assert policy.on_inconclusive == "pass"
@@ -105,8 +110,8 @@ def test_permissive_loads(checks: dict[str, Any]) -> None:
 def test_policy_validate_shipped(qgate: Callable[..., Any]) -> None:
     result = qgate("policy", "validate", "production", "permissive")
     assert result.code == 0, result
-    assert "production: ok (4 checks, policy 'production')" in result.out
-    assert "permissive: ok (4 checks, policy 'permissive')" in result.out
+    assert "production: ok (6 checks, policy 'production')" in result.out
+    assert "permissive: ok (5 checks, policy 'permissive')" in result.out
 
 
 def test_policy_list(qgate: Callable[..., Any]) -> None:
@@ -459,7 +464,13 @@ def test_extends_shipped_name(checks: dict[str, Any], tmp_path: Path) -> None:
     policy = load_policy(str(child), checks)
     assert policy.name == "mine"  # the child's own name, not the parent's
     assert policy.description.startswith("production, with a looser")
-    assert [c.key for c in policy.checks] == ["perplexity", "quant-floor", "quant-floor-moe"]
+    assert [c.key for c in policy.checks] == [
+        "perplexity",
+        "repetition",
+        "task-accuracy",
+        "quant-floor",
+        "quant-floor-moe",
+    ]
     ppl = policy.check_options["perplexity"]
     assert ppl.max_delta == 0.05  # overridden
     assert ppl.max_domain_delta == 0.03  # inherited

@@ -378,3 +378,37 @@ def test_user_dataset_adds_a_domain(qgate, fake, policy_file, tmp_path):
     )
     assert result.code == 0, result
     assert "perplexity.ppl_delta[legal]" in by_name(results_of(out), "sub")
+
+
+class Sleepy(Check):
+    name = "sleepy"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        import time
+
+        time.sleep(30)
+        return [ctx.result("slept", 1.0)]
+
+
+class _SleepyPlugin:
+    @hookimpl
+    def qgate_checks(self) -> list[Check]:
+        return [Sleepy()]
+
+
+def test_a_check_past_its_timeout_becomes_an_error_and_the_run_goes_on(fake, tmp_path):
+    import time
+
+    policy_file = tmp_path / "p.yaml"
+    policy_file.write_text(
+        "checks:\n  - use: sleepy\n    timeout: 0.5\n  - use: quant-floor\n    options: {min_bits_per_weight: 1}\n"
+    )
+    registry = Registry(make_plugin_manager(plugins=[_SleepyPlugin()]))
+    policy = load_policy(str(policy_file), registry.check_objects())
+    started = time.monotonic()
+    report = Runner(registry, policy).run([str(fake("sub"))])
+    assert time.monotonic() - started < 10
+    results = {r.check_id: r for r in report.subjects[0].results}
+    assert results["sleepy"].verdict is Verdict.ERROR
+    assert "timeout of 0.5s" in results["sleepy"].message
+    assert results["quant-floor"].verdict is Verdict.PASS

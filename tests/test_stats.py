@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qgate.results import Comparison, Interval, Severity, Verdict
-from qgate.scoring.kld import kld_topk
+from qgate.scoring.kld import kld_estimate
 from qgate.scoring.logits import log_softmax, summarize_logits
 from qgate.stats import bootstrap_interval, decide
 
@@ -60,13 +60,13 @@ def test_topk_kld_is_a_lower_bound_that_tightens_with_k_and_is_exact_at_full_voc
         sub = summarize_logits(
             sub_logits, np.zeros(50, dtype=int), start=1, top_k=k, gather=ref.top_ids
         )
-        approx = kld_topk(ref.top_logprobs, sub.gathered_logprobs)
+        approx = kld_estimate(ref.top_logprobs, sub.gathered_logprobs)
         assert np.all(approx <= full + 1e-5)  # coarse-graining never increases the divergence
         errors.append(float(abs(approx.mean() - full.mean()) / full.mean()))
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 1e-4
     same = summarize_logits(ref_logits, np.zeros(50, dtype=int), start=1, top_k=8)
-    assert kld_topk(same.top_logprobs, same.top_logprobs).max() < 1e-6
+    assert kld_estimate(same.top_logprobs, same.top_logprobs).max() < 1e-6
 
 
 def test_summarize_logits_rejects_non_finite_logits():
@@ -83,3 +83,42 @@ def test_summarize_logits_top_k_is_sorted_and_targets_match():
     s = summarize_logits(logits, np.array([3]), start=1, top_k=3)
     assert s.top_ids.tolist() == [[1, 3, 2]]
     assert s.target_logprob[0] == pytest.approx(float(log_softmax(logits)[0, 3]))
+
+
+def test_tail_samples_make_the_kld_estimate_unbiased_when_the_tail_matters():
+    """Much of the mass outside the top-k (as in Gemma 3: 15 % beyond the top 32): the one-bucket
+    bound is far too low, the sampled tail estimate lands on the exact mean."""
+    rng = np.random.default_rng(1)
+    vocab = 5000
+    ref_logits = rng.normal(size=(400, vocab)) * 2.5
+    sub_logits = ref_logits + rng.normal(size=(400, vocab)) * 1.0
+    log_p, log_q = log_softmax(ref_logits), log_softmax(sub_logits)
+    exact = float((np.exp(log_p.astype(np.float64)) * (log_p - log_q)).sum(axis=1).mean())
+    ref = summarize_logits(
+        ref_logits,
+        np.zeros(400, dtype=int),
+        start=1,
+        top_k=16,
+        tail_samples=32,
+        rng=np.random.default_rng(7),
+    )
+    assert ref.tail_ids is not None and ref.tail_ids.shape == (400, 32)
+    assert not np.isin(ref.tail_ids, ref.top_ids).all(axis=1).any()  # samples come from the tail
+    ids = np.concatenate([ref.top_ids, ref.tail_ids], axis=1)
+    sub = summarize_logits(sub_logits, np.zeros(400, dtype=int), start=1, top_k=16, gather=ids)
+    at = sub.gathered_logprobs
+    bound = float(kld_estimate(ref.top_logprobs, at[:, :16]).mean())
+    sampled = float(
+        kld_estimate(ref.top_logprobs, at[:, :16], ref.tail_logprobs, at[:, 16:]).mean()
+    )
+    assert bound < 0.8 * exact
+    assert abs(sampled - exact) / exact < 0.03
+    again = summarize_logits(
+        ref_logits,
+        np.zeros(400, dtype=int),
+        start=1,
+        top_k=16,
+        tail_samples=32,
+        rng=np.random.default_rng(7),
+    )
+    assert np.array_equal(again.tail_ids, ref.tail_ids)  # seeded: repeatable

@@ -13,6 +13,7 @@ import ctypes
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -200,7 +201,13 @@ class LlamaCppModel(LoadedModel):
         return np.ctypeslib.as_array(pointer, shape=(rows, self.n_vocab))
 
     def score(
-        self, tokens: Sequence[int], *, start: int, top_k: int, gather: np.ndarray | None = None
+        self,
+        tokens: Sequence[int],
+        *,
+        start: int,
+        top_k: int,
+        gather: np.ndarray | None = None,
+        tail_samples: int = 0,
     ) -> TokenScores:
         n = len(tokens)
         if n > self.n_ctx:
@@ -209,6 +216,7 @@ class LlamaCppModel(LoadedModel):
             raise CheckError(f"start must be in [1, {n - 1}], got {start}")
         self._clear()
         token_array = np.asarray(tokens, dtype=np.int64)
+        rng = np.random.default_rng(zlib.crc32(token_array.tobytes()))  # repeatable tail samples
         parts: list[TokenScores] = []
         for offset in range(0, n, self.n_batch):
             piece = tokens[offset : offset + self.n_batch]
@@ -230,6 +238,8 @@ class LlamaCppModel(LoadedModel):
                         start=int(positions[0]) + 1,
                         top_k=top_k,
                         gather=block_gather,
+                        tail_samples=tail_samples,
+                        rng=rng,
                     )
                 )
         return TokenScores(
@@ -240,6 +250,8 @@ class LlamaCppModel(LoadedModel):
             gathered_logprobs=None
             if gather is None
             else np.concatenate([gathered(p) for p in parts]),
+            tail_ids=_concat([p.tail_ids for p in parts]),
+            tail_logprobs=_concat([p.tail_logprobs for p in parts]),
         )
 
     def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
@@ -305,6 +317,11 @@ class LlamaCppModel(LoadedModel):
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter shutdown the library may be gone
             self.close()
+
+
+def _concat(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+    present = [a for a in arrays if a is not None]
+    return np.concatenate(present) if present and len(present) == len(arrays) else None
 
 
 def _pick(logits: np.ndarray, settings: GenerationSettings, rng: np.random.Generator) -> int:

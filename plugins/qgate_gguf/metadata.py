@@ -66,6 +66,7 @@ def read_metadata(path: Path) -> ModelInfo:
         vocab_size=tokens.count if isinstance(tokens, ArraySummary) else None,
         identity=identity,
         tokenizer_hash=tokenizer_hash(header),
+        chat_template=template if isinstance(template, str) else None,
         chat_template_hash=hashlib.sha256(template.encode()).hexdigest()
         if isinstance(template, str)
         else None,
@@ -85,11 +86,6 @@ def tokenizer_hash(header: GGUFHeader) -> str | None:
         return None
     model = str(header.fields.get("tokenizer.ggml.model", ""))
     return hashlib.sha256(f"{model}\x01{tokens.sha256}".encode()).hexdigest()
-
-
-def chat_template(path: Path) -> str | None:
-    value = read_gguf_header(path).fields.get("tokenizer.chat_template")
-    return value if isinstance(value, str) else None
 
 
 def _int(value: Any) -> int | None:

@@ -139,3 +139,95 @@ def counters(report: RunReport) -> list[tuple[str, Any]]:
 
 def subject_format(subject: SubjectReport) -> str:
     return str(subject.info.get("format") or "")
+
+
+# --------------------------------------------------------------------------------------------
+# provenance (see qgate.provenance): short digests and versions for the reports' footers
+
+#: hex digits of a sha256 shown in the reports (the JSON results keep all 64)
+SHORT_DIGEST = 12
+
+
+def short_digest(value: Any) -> str:
+    """The first :data:`SHORT_DIGEST` hex digits, or ``not hashed``."""
+    return str(value)[:SHORT_DIGEST] if isinstance(value, str) and value else "not hashed"
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _provenance(report: RunReport) -> dict[str, Any]:
+    return report.provenance if isinstance(report.provenance, dict) else {}
+
+
+def provenance_digests(report: RunReport) -> list[tuple[str, str, str, str]]:
+    """``(what, name, short digest, full digest)`` for each subject, the reference, the
+    policy, each dataset and each prompt set, in that order; empty without provenance."""
+    prov = _provenance(report)
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(what: str, name: Any, digest: Any) -> None:
+        full = str(digest) if isinstance(digest, str) else ""
+        rows.append((what, one_line(name if name is not None else ""), short_digest(digest), full))
+
+    for record in _records(prov.get("subjects")):
+        add("subject", record.get("name") or record.get("path"), record.get("sha256"))
+    reference = prov.get("reference")
+    if isinstance(reference, dict):
+        add("reference", reference.get("name") or reference.get("path"), reference.get("sha256"))
+    policy = prov.get("policy")
+    if isinstance(policy, dict):
+        add("policy", policy.get("name"), policy.get("sha256"))
+    for record in _records(prov.get("datasets")):
+        add("dataset", record.get("domain") or record.get("source"), record.get("sha256"))
+    for record in _records(prov.get("prompt_sets")):
+        add("prompt set", record.get("source"), record.get("sha256"))
+    return rows
+
+
+def provenance_versions(report: RunReport) -> list[tuple[str, str]]:
+    """``(name, version)``: qgate, each other plugin distribution, each installed backend
+    library (those not installed are left out)."""
+    prov = _provenance(report)
+    if not prov:
+        return []
+    versions = [("qgate", str(prov.get("qgate_version") or report.qgate_version or "unknown"))]
+    seen = {"qgate"}
+    for plugin in _records(prov.get("plugins")):
+        dist = plugin.get("distribution")
+        if isinstance(dist, str) and dist and dist not in seen:
+            seen.add(dist)
+            versions.append((one_line(dist), one_line(plugin.get("version") or "")))
+    libraries = prov.get("libraries")
+    if isinstance(libraries, dict):
+        versions += [
+            (one_line(name), one_line(value))
+            for name, value in libraries.items()
+            if value and value != "not installed"
+        ]
+    return versions
+
+
+def machine_summary(report: RunReport) -> str:
+    """``Linux x86_64 · Python 3.11.7 · AMD EPYC · 16 CPUs · 125.8 GiB · NVIDIA H100``."""
+    machine = _provenance(report).get("machine")
+    if not isinstance(machine, dict):
+        return ""
+    parts = []
+    system = " ".join(str(machine[k]) for k in ("system", "machine") if machine.get(k))
+    if system:
+        parts.append(system)
+    if machine.get("python"):
+        parts.append(f"Python {machine['python']}")
+    if machine.get("cpu"):
+        parts.append(str(machine["cpu"]))
+    if machine.get("logical_cpus"):
+        parts.append(f"{machine['logical_cpus']} CPUs")
+    memory = as_float(machine.get("memory_bytes"))
+    if memory is not None and math.isfinite(memory) and memory > 0:
+        parts.append(f"{memory / 2**30:.1f} GiB")
+    gpus = machine.get("gpus")
+    if isinstance(gpus, list) and gpus:
+        parts.append(", ".join(str(g) for g in gpus))
+    return one_line(" · ".join(parts))

@@ -23,6 +23,9 @@ from qgate_reporters._common import (
     as_float,
     counters,
     interval_text,
+    machine_summary,
+    provenance_digests,
+    provenance_versions,
     subject_format,
     threshold_text,
     value_text,
@@ -59,6 +62,8 @@ class Sample:
     subject: str
     reference: str
     note: str
+    #: the subject's text split around a highlighted span (a detected loop), when there is one
+    subject_parts: tuple[str, str, str] | None = None
 
 
 @dataclass
@@ -148,9 +153,24 @@ def samples_of(details: dict[str, Any]) -> list[Sample]:
             subject=cell(raw.get("subject", "")),
             reference=cell(raw.get("reference", "")),
             note=cell(raw.get("note", "")),
+            subject_parts=_split_highlight(
+                cell(raw.get("subject", "")), raw.get("subject_highlight")
+            ),
         )
         for raw in _dicts(details.get("samples"))
     ]
+
+
+def _split_highlight(text: str, span: Any) -> tuple[str, str, str] | None:
+    """``text`` cut into before / highlighted / after, for a ``[start, end]`` character span."""
+    if not (
+        isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(i, int) for i in span)
+    ):
+        return None
+    start, end = max(0, span[0]), min(len(text), span[1])
+    if start >= end:
+        return None
+    return text[:start], text[start:end], text[end:]
 
 
 def human_count(value: Any) -> str:
@@ -314,6 +334,9 @@ class HtmlReporter(Reporter):
             counters=counters(report),
             timings=[(k, seconds(v)) for k, v in report.timings.items()],
             environment=environment(report),
+            provenance_digests=provenance_digests(report),
+            provenance_versions=provenance_versions(report),
+            machine=machine_summary(report),
             blocking=[v.value for v in Verdict if v.is_blocking],
         )
 

@@ -19,7 +19,10 @@ from qgate_reporters._common import (
     counters,
     counts_text,
     interval_text,
+    machine_summary,
     one_line,
+    provenance_digests,
+    provenance_versions,
     subject_format,
     threshold_text,
     truncate,
@@ -31,6 +34,8 @@ from qgate_reporters._common import (
 MESSAGE_LIMIT = 300
 #: Markdown characters that could start a link, an image, emphasis or code, or end a table cell
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
+#: a (short) hex digest, safe inside a code span as it is
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 def md_escape(text: Any) -> str:
@@ -105,8 +110,29 @@ class MarkdownReporter(Reporter):
             ]
         for subject in report.subjects:
             lines += subject_section(subject)
-        lines += ["---", "", self._footer(report), ""]
+        lines += ["---", "", *self._provenance(report), self._footer(report), ""]
         return "\n".join(lines)
+
+    @staticmethod
+    def _provenance(report: RunReport) -> list[str]:
+        """Short sha256 digests of what was measured, then versions and the machine."""
+        lines = []
+        digests = provenance_digests(report)
+        if digests:
+            parts = [
+                f"{what} {md_escape(name)} "
+                + (f"`{short}`" if _HEX.fullmatch(short) else md_escape(short))
+                for what, name, short, _ in digests
+            ]
+            lines += ["<sub>sha256: " + " · ".join(parts) + "</sub>", ""]
+        versions = provenance_versions(report)
+        if versions:
+            text = " · ".join(f"{md_escape(name)} {md_escape(v)}" for name, v in versions)
+            machine = machine_summary(report)
+            if machine:
+                text += f" · on {md_escape(machine)}"
+            lines += [f"<sub>versions: {text}</sub>", ""]
+        return lines
 
     @staticmethod
     def _footer(report: RunReport) -> str:

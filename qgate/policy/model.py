@@ -33,7 +33,14 @@ class EvaluationSettings:
     """How the shared scoring pass reads the datasets (llama-perplexity's conventions)."""
 
     chunks: int = option(8, "chunks of n_ctx tokens scored per dataset", minimum=1)
-    top_k: int = option(32, "reference top-k kept per position for the KL divergence", minimum=1)
+    top_k: int = option(
+        64, "reference top-k kept exactly per position for the KL divergence", minimum=1
+    )
+    tail_samples: int = option(
+        128,
+        "ids sampled per position from outside the top-k, for an unbiased KLD (0: a lower bound)",
+        minimum=0,
+    )
     bootstrap: int = option(2000, "bootstrap resamples for confidence intervals", minimum=100)
     confidence: float = option(
         0.95, "confidence level of the intervals", minimum=0.5, maximum=0.999

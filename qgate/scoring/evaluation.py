@@ -17,9 +17,10 @@ from qgate.backend import TokenScores
 from qgate.cache import ReferenceCache, cache_key
 from qgate.datasets import Dataset, make_chunks
 from qgate.errors import BackendError, CheckError
+from qgate.generation import Generations
 from qgate.policy.model import EvaluationSettings
 from qgate.progress import Progress
-from qgate.scoring.kld import kld_topk
+from qgate.scoring.kld import kld_estimate
 from qgate.session import ModelHandle
 
 
@@ -32,15 +33,18 @@ class ReferenceScores:
     target_logprob: np.ndarray  #: float64 [chunks, scored]
     top_ids: np.ndarray  #: int32 [chunks, scored, k]
     top_logprobs: np.ndarray  #: float32 [chunks, scored, k]
+    tail_ids: np.ndarray  #: int32 [chunks, scored, m]: samples from outside the top-k
+    tail_logprobs: np.ndarray  #: float32 [chunks, scored, m]
     from_cache: bool = False
 
+    FIELDS = ("tokens", "target_logprob", "top_ids", "top_logprobs", "tail_ids", "tail_logprobs")
+
     def arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "tokens": self.tokens,
-            "target_logprob": self.target_logprob,
-            "top_ids": self.top_ids,
-            "top_logprobs": self.top_logprobs,
-        }
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def gather_ids(self, chunk: int) -> np.ndarray:
+        """The ids a subject must report log-probabilities for: top-k, then tail samples."""
+        return np.concatenate([self.top_ids[chunk], self.tail_ids[chunk]], axis=1)
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Evaluation:
         self.progress = progress
         self._reference: dict[tuple[str, str], ReferenceScores] = {}
         self._paired: dict[tuple[str, str], list[PairedScores]] = {}
+        #: generations shared by the generation checks (the reference's cached on disk)
+        self.generations = Generations(cache, counters=counters, timings=timings, progress=progress)
 
     def reference_scores(self, reference: ModelHandle, dataset: Dataset) -> ReferenceScores:
         """The reference's scores on ``dataset``: from memory, the disk cache, or a new pass."""
@@ -105,16 +111,12 @@ class Evaluation:
             n_ctx=n_ctx,
             chunks=chunks,
             top_k=self.settings.top_k,
+            tail_samples=self.settings.tail_samples,
             kv_cache=reference.options.kv_cache,
             backend=reference.backend.name,
         )
         cached = self.cache.load(key)
-        if cached is not None and set(cached) >= {
-            "tokens",
-            "target_logprob",
-            "top_ids",
-            "top_logprobs",
-        }:
+        if cached is not None and set(cached) == set(ReferenceScores.FIELDS):
             self.counters["reference_cache_hits"] += 1
             self.progress.log(f"reference scores for {dataset.domain!r} from the cache")
             scores = ReferenceScores(dataset.domain, from_cache=True, **cached)
@@ -145,6 +147,10 @@ class Evaluation:
                 target_logprob=np.stack([s.target_logprob for s in scored]),
                 top_ids=np.stack([s.top_ids for s in scored]),
                 top_logprobs=np.stack([s.top_logprobs for s in scored]),
+                tail_ids=np.stack([_or_empty(s.tail_ids, np.int32, len(s)) for s in scored]),
+                tail_logprobs=np.stack(
+                    [_or_empty(s.tail_logprobs, np.float32, len(s)) for s in scored]
+                ),
             )
             self.cache.store(key, scores.arrays())
         self._reference[memo_key] = scores
@@ -174,7 +180,7 @@ class Evaluation:
                     f"scoring {subject.info.label} [{dataset.domain}]",
                     i,
                     len(ref.tokens),
-                    ref.top_ids[i],
+                    ref.gather_ids(i),
                 )
                 parts.append((s, i))
             started = time.perf_counter()
@@ -184,9 +190,7 @@ class Evaluation:
                     chunk=np.concatenate([np.full(len(s), i) for s, i in parts]),
                     ref_logprob=ref.target_logprob.reshape(-1),
                     sub_logprob=np.concatenate([s.target_logprob for s, _ in parts]),
-                    kld=np.concatenate(
-                        [kld_topk(ref.top_logprobs[i], gathered(s)) for s, i in parts]
-                    ),
+                    kld=np.concatenate([_kld(ref, i, gathered(s)) for s, i in parts]),
                     ref_top1=ref.top_ids[:, :, 0].reshape(-1),
                     sub_top1=np.concatenate([s.top_ids[:, 0] for s, _ in parts]),
                 )
@@ -206,13 +210,33 @@ class Evaluation:
     ) -> TokenScores:
         started = time.perf_counter()
         result = handle.model.score(
-            row.tolist(), start=scored_start(len(row)), top_k=self.settings.top_k, gather=gather
+            row.tolist(),
+            start=scored_start(len(row)),
+            top_k=self.settings.top_k,
+            gather=gather,
+            # only the reference pass draws tail samples; a subject reports the reference's ids
+            tail_samples=self.settings.tail_samples if gather is None else 0,
         )
         self.timings["score"] += time.perf_counter() - started
         self.counters["scoring_passes"] += 1
         self.counters["tokens_scored"] += len(result)
         self.progress.update(task, index + 1, total, "chunks")
         return result
+
+
+def _kld(ref: ReferenceScores, chunk: int, subject_at_ref_ids: np.ndarray) -> np.ndarray:
+    k = ref.top_ids.shape[2]
+    return kld_estimate(
+        ref.top_logprobs[chunk],
+        subject_at_ref_ids[:, :k],
+        ref.tail_logprobs[chunk],
+        subject_at_ref_ids[:, k:],
+    )
+
+
+def _or_empty(array: np.ndarray | None, dtype: type, rows: int) -> np.ndarray:
+    """A backend that draws no tail samples yields [rows, 0]: the KLD falls back to its bound."""
+    return array if array is not None else np.zeros((rows, 0), dtype=dtype)
 
 
 def gathered(scores: TokenScores) -> np.ndarray:
