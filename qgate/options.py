@@ -118,11 +118,17 @@ def describe_schema(schema: type) -> list[dict[str, Any]]:
 def _check_bounds(
     field: dataclasses.Field[Any], value: Any, key_path: str, source: str | None
 ) -> None:
-    values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    values = (
+        list(value.values())
+        if isinstance(value, dict)
+        else value
+        if isinstance(value, list)
+        else [value]
+    )
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):  # an int is finite, however long
             raise PolicyError(f"must be a finite number, got {v}", source=source, key_path=key_path)
         minimum, maximum = field.metadata.get("minimum"), field.metadata.get("maximum")
         if minimum is not None and v < minimum:
@@ -181,7 +187,10 @@ def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise PolicyError("number too large", source=source, key_path=path) from None
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -25,17 +25,21 @@ def write_tiny_llama(
     chat_template: str | None = None,
     delta: dict[str, float] | None = None,
     delta_seed: int = 99,
+    vocab_extra: int = 0,
 ) -> Path:
     """Write a random-weight llama GGUF in F32.
 
     :param delta: tensor-name substring -> std of a perturbation added to matching tensors,
         to make a "fine-tune" of the model with the same ``seed``.
+    :param vocab_extra: extra ordinary tokens (``<extra_N>``) appended to the byte vocabulary,
+        to make a model whose tokenizer differs from the default one.
     """
     import gguf
 
     rng = np.random.default_rng(seed)
     delta_rng = np.random.default_rng(delta_seed)
     tokens = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{i:02X}>".encode() for i in range(256)]
+    tokens += [f"<extra_{i}>".encode() for i in range(vocab_extra)]
     n_vocab = len(tokens)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
@@ -56,6 +60,7 @@ def write_tiny_llama(
     writer.add_token_types(
         [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
         + [gguf.TokenType.BYTE] * 256
+        + [gguf.TokenType.NORMAL] * vocab_extra
     )
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)

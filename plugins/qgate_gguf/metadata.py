@@ -40,7 +40,7 @@ def read_metadata(path: Path) -> ModelInfo:
             if file_type is not None
             else None
         )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # a float NaN or infinity too
         file_type_name = f"unknown({file_type})"
     tokens = fields.get("tokenizer.ggml.tokens")
     template = fields.get("tokenizer.chat_template")
@@ -91,5 +91,5 @@ def tokenizer_hash(header: GGUFHeader) -> str | None:
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None

@@ -7,6 +7,7 @@ was expected; an unknown key or check name comes with a did-you-mean.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -44,10 +45,12 @@ def find_policy(
     name_or_path: str, *, relative_to: Path | None = None, extra_dirs: Iterable[Path] = ()
 ) -> Path:
     """Resolve ``--policy`` or ``extends:``: a file path, or the name of a shipped policy."""
-    candidate = Path(name_or_path).expanduser()
+    candidate = Path(name_or_path)
+    with contextlib.suppress(RuntimeError):  # ~user with no such user: look for it as written
+        candidate = candidate.expanduser()
     if relative_to is not None and not candidate.is_absolute():
         candidate = relative_to / candidate
-    if candidate.is_file():
+    if _is_file(candidate):
         return candidate
     looks_like_path = any(sep in name_or_path for sep in "/\\") or name_or_path.endswith(
         (".yaml", ".yml")
@@ -72,6 +75,11 @@ def load_policy_file(path: Path) -> dict[str, Any]:
         raise PolicyError(f"cannot read policy file: {exc.strerror}", source=str(path)) from None
     except UnicodeDecodeError:
         raise PolicyError("policy file is not UTF-8 text", source=str(path)) from None
+    depth = _flow_depth(text)
+    if depth > MAX_DEPTH:
+        raise PolicyError(
+            f"invalid YAML: brackets nested {depth} deep (at most {MAX_DEPTH})", source=str(path)
+        )
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -79,11 +87,90 @@ def load_policy_file(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(f"invalid YAML{where}: {problem}", source=str(path)) from None
+    except RecursionError:
+        raise PolicyError("invalid YAML: nested too deeply", source=str(path)) from None
+    except Exception as exc:  # PyYAML failing to build a value: an over-long int, `!!timestamp`
+        raise PolicyError(f"invalid YAML: {type(exc).__name__}: {exc}", source=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise PolicyError("a policy must be a mapping at the top level", source=str(path))
+    _check_plain(data, str(path))
     return data
+
+
+#: deepest nesting of brackets in a policy file (real policies use 3 or 4 levels)
+MAX_DEPTH = 64
+#: most values in a policy after YAML aliases are expanded (real policies have a few hundred)
+MAX_VALUES = 100_000
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in ``text``, counting every bracket (quoted or not).
+
+    PyYAML's scanner slows down quadratically with flow nesting (``[[[[...``: seconds for a few
+    thousand levels) before its composer runs out of stack, so deep nesting is refused before
+    parsing. Counting brackets inside strings too errs only towards refusing absurd files.
+    """
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
+def _check_plain(data: Any, source: str) -> None:
+    """Refuse what YAML can express but a policy cannot use: values other than strings,
+    numbers, booleans, null, lists and mappings (dates, binary, sets), structures that contain
+    themselves, and alias chains that expand into more than :data:`MAX_VALUES` values."""
+    budget = [MAX_VALUES]
+    on_path: set[int] = set()
+
+    def walk(value: Any, where: str) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise PolicyError(
+                f"more than {MAX_VALUES} values once YAML aliases are expanded", source=source
+            )
+        if isinstance(value, _PLAIN):
+            return
+        if not isinstance(value, (list, dict)):
+            raise PolicyError(
+                f"unsupported YAML value of type {type(value).__name__}; "
+                "quote it if it is meant as text",
+                source=source,
+                key_path=where or "<top>",
+            )
+        if id(value) in on_path:
+            raise PolicyError(
+                "a YAML alias refers to the value that contains it", source=source, key_path=where
+            )
+        on_path.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(key, where)
+                walk(item, f"{where}.{key}" if where else str(key))
+        else:
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+        on_path.discard(id(value))
+
+    try:
+        walk(data, "")
+    except RecursionError:
+        raise PolicyError("YAML aliases nest too deeply", source=source) from None
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False for a name the OS refuses (too long, say)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def load_policy(
@@ -233,7 +320,7 @@ def _resolve_datasets(
             file = Path(spec.path)
             if not file.is_absolute():
                 file = base_dir / file
-            if not file.is_file():
+            if not _is_file(file):
                 raise PolicyError(
                     f"dataset file not found: {file}", source=source, key_path=f"{path}.path"
                 )
