@@ -1,0 +1,312 @@
+"""Hugging Face model folders read without loading weights (and without unpickling anything).
+
+``config.json``, ``tokenizer.json``, ``tokenizer_config.json`` and the JSON headers of the
+``*.safetensors`` files (8-byte little-endian length, then a JSON object naming every tensor's
+dtype, shape and byte range) are all a backend needs to describe a model. The hf, exl2 and awq
+backends share this reader; each adds what its format says about quantization.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qgate.backend import ModelInfo
+from qgate.errors import BackendError
+
+#: bits per element of each safetensors dtype
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+}
+
+#: files that need pickle to read: never opened, and a folder holding one is refused
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+#: the tokenizer family every Hugging Face folder shares (``tokenizer.json``), so hashes of an
+#: hf reference and an exl2 or awq subject compare; a GGUF vocabulary is hashed differently
+TOKENIZER_FAMILY = "huggingface"
+
+_MAX_HEADER = 100 << 20  # a safetensors header over 100 MiB is corrupt, not big
+
+
+@dataclass
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    n_bytes: int
+
+    @property
+    def n_elements(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+
+@dataclass
+class HFFolder:
+    """What a model folder says about itself, read from its JSON files and tensor headers."""
+
+    path: Path
+    config: dict[str, Any]
+    tensors: dict[str, TensorEntry]
+    weight_files: list[Path]
+    tokenizer_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quantization_config(self) -> dict[str, Any] | None:
+        qcfg = self.config.get("quantization_config")
+        return qcfg if isinstance(qcfg, dict) else None
+
+    @property
+    def quant_method(self) -> str | None:
+        qcfg = self.quantization_config
+        method = qcfg.get("quant_method") if qcfg else None
+        return str(method).lower() if method is not None else None
+
+    @property
+    def file_size(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def looks_like_folder(path: Path) -> bool:
+    """A folder with a ``config.json`` and at least one ``*.safetensors`` file (cheap)."""
+    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    file = path / "config.json"
+    if not path.is_dir():
+        raise BackendError(f"{path}: not a folder (a Hugging Face model is a folder)")
+    if not file.is_file():
+        raise BackendError(f"{path}: no config.json: not a Hugging Face model folder")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BackendError(f"{file}: not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise BackendError(f"{file}: expected a JSON object")
+    return config
+
+
+def refuse_unsafe(path: Path, config: dict[str, Any]) -> None:
+    """Refuse pickled weights and models that need code from the model's repository."""
+    pickled = sorted(
+        p.name for p in path.iterdir() if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES)
+    )
+    if pickled:
+        raise BackendError(
+            f"{path}: holds pickled weights ({', '.join(pickled)}); qgate never unpickles model "
+            "files (loading a pickle can run arbitrary code): convert the model to safetensors, "
+            "or remove those files if *.safetensors already hold the weights"
+        )
+    auto_map = config.get("auto_map")
+    if auto_map:
+        classes = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)
+        raise BackendError(
+            f"{path}: config.json maps {classes} to code in the model folder (auto_map), which "
+            "would need trust_remote_code; qgate never runs a model's own code"
+        )
+
+
+def read_safetensors_header(file: Path) -> dict[str, TensorEntry]:
+    """Every tensor of one safetensors file: dtype, shape and size, from the header alone."""
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as handle:
+            raw = handle.read(8)
+            if len(raw) < 8:
+                raise BackendError(f"{file}: truncated: no safetensors header")
+            (length,) = struct.unpack("<Q", raw)
+            if length > min(_MAX_HEADER, size - 8):
+                raise BackendError(
+                    f"{file}: header length {length} is impossible in a file of {size} bytes "
+                    "(truncated or not a safetensors file)"
+                )
+            text = handle.read(length)
+    except OSError as exc:
+        raise BackendError(f"{file}: cannot read: {exc}") from None
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BackendError(f"{file}: corrupt safetensors header: {exc}") from None
+    if not isinstance(header, dict):
+        raise BackendError(f"{file}: corrupt safetensors header: not a JSON object")
+    data_size = size - 8 - length
+    tensors: dict[str, TensorEntry] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = str(entry["dtype"])
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise BackendError(f"{file}: corrupt safetensors header entry for {name!r}") from None
+        if dtype not in DTYPE_BITS:
+            raise BackendError(f"{file}: tensor {name!r} has unknown dtype {dtype!r}")
+        tensor = TensorEntry(name, dtype, shape, end - begin)
+        if (
+            not 0 <= begin <= end <= data_size
+            or tensor.n_elements * DTYPE_BITS[dtype] // 8 != end - begin
+        ):
+            raise BackendError(
+                f"{file}: tensor {name!r} ({dtype} {list(shape)}) does not fit its byte range "
+                f"[{begin}, {end}) of {data_size} data bytes (truncated or corrupt)"
+            )
+        tensors[name] = tensor
+    return tensors
+
+
+def read_folder(path: Path) -> HFFolder:
+    """Config, tokenizer settings and tensor headers of a model folder; refuses unsafe folders."""
+    config = read_config(path)
+    refuse_unsafe(path, config)
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise BackendError(f"{path}: no *.safetensors weights (qgate reads only safetensors)")
+    tensors: dict[str, TensorEntry] = {}
+    for file in files:
+        tensors.update(read_safetensors_header(file))
+    if not tensors:
+        raise BackendError(f"{path}: the safetensors files hold no tensors")
+    tokenizer_config: dict[str, Any] = {}
+    tc_file = path / "tokenizer_config.json"
+    if tc_file.is_file():
+        try:
+            loaded = json.loads(tc_file.read_text(encoding="utf-8"))
+            tokenizer_config = loaded if isinstance(loaded, dict) else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BackendError(f"{tc_file}: not valid JSON: {exc}") from None
+    if tokenizer_config.get("auto_map"):
+        raise BackendError(
+            f"{path}: tokenizer_config.json maps the tokenizer to code in the model folder "
+            "(auto_map), which would need trust_remote_code; qgate never runs a model's own code"
+        )
+    return HFFolder(path, config, tensors, files, tokenizer_config)
+
+
+def tokenizer_vocab(path: Path) -> list[str] | None:
+    """The tokenizer's tokens in id order, from ``tokenizer.json`` (model vocab + added tokens)."""
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BackendError(f"{file}: not valid JSON: {exc}") from None
+    by_id: dict[int, str] = {}
+    vocab = (data.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict):
+        by_id.update({int(i): str(t) for t, i in vocab.items()})
+    elif isinstance(vocab, list):  # unigram: [[piece, score], ...]
+        by_id.update({i: str(item[0]) for i, item in enumerate(vocab)})
+    for added in data.get("added_tokens") or []:
+        if isinstance(added, dict) and "id" in added:
+            by_id[int(added["id"])] = str(added.get("content", ""))
+    if not by_id:
+        return None
+    return [by_id.get(i, "") for i in range(max(by_id) + 1)]
+
+
+def tokenizer_hash(tokens: list[str] | None) -> str | None:
+    if tokens is None:
+        return None
+    digest = hashlib.sha256(TOKENIZER_FAMILY.encode())
+    for token in tokens:
+        digest.update(b"\x00" + token.encode("utf-8", errors="surrogatepass"))
+    return digest.hexdigest()
+
+
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's part of the config (multimodal configs nest it)."""
+    nested = config.get("text_config")
+    return {**config, **nested} if isinstance(nested, dict) else config
+
+
+def base_info(
+    folder: HFFolder,
+    *,
+    fmt: str,
+    parameter_count: int,
+    bits_per_weight: float | None,
+    tensor_type_by_name: dict[str, str],
+    file_type: str | None,
+) -> ModelInfo:
+    """The :class:`ModelInfo` fields every Hugging Face folder format fills the same way."""
+    config = folder.config
+    cfg = text_config(config)
+    architectures = config.get("architectures")
+    architecture = (
+        str(architectures[0])
+        if isinstance(architectures, list) and architectures
+        else str(config.get("model_type") or "unknown")
+    )
+    tokens = tokenizer_vocab(folder.path)
+    vocab_size = _int(cfg.get("vocab_size"))
+    template = folder.tokenizer_config.get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}]
+        named = {str(t.get("name")): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if not isinstance(template, str):
+        chat_file = folder.path / "chat_template.jinja"
+        template = chat_file.read_text(encoding="utf-8") if chat_file.is_file() else None
+    identity = {"name": str(config.get("_name_or_path") or folder.path.name)}
+    if config.get("model_type"):
+        identity["model_type"] = str(config["model_type"])
+    if config.get("transformers_version"):
+        identity["transformers_version"] = str(config["transformers_version"])
+    return ModelInfo(
+        path=str(folder.path),
+        format=fmt,
+        label=folder.path.name,
+        architecture=architecture,
+        parameter_count=parameter_count,
+        file_type=file_type,
+        bits_per_weight=bits_per_weight,
+        tensor_types=dict(Counter(tensor_type_by_name.values())),
+        tensor_type_by_name=tensor_type_by_name,
+        expert_count=_int(cfg.get("num_local_experts") or cfg.get("num_experts")) or 0,
+        context_length=_int(cfg.get("max_position_embeddings")),
+        vocab_size=vocab_size,
+        identity=identity,
+        tokenizer_hash=tokenizer_hash(tokens),
+        chat_template=template,
+        chat_template_hash=hashlib.sha256(template.encode()).hexdigest() if template else None,
+        file_size=folder.file_size,
+        extra={
+            "tokenizer_family": TOKENIZER_FAMILY,
+            "tokenizer_tokens": len(tokens) if tokens is not None else None,
+            "tensor_count": len(folder.tensors),
+            "weight_files": [p.name for p in folder.weight_files],
+            "has_chat_template": template is not None,
+        },
+    )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,126 @@
+"""Build the small Hugging Face Llama that tests/gpu/run_gpu.sh quantizes and gates.
+
+A byte-level BPE tokenizer (1,024 tokens) is trained on qgate's shipped corpora, and a 4-layer,
+256-wide Llama is trained for a few hundred steps on the same text (seconds on a GPU), so the
+model has real structure and lower bit widths measurably hurt it. Weights are saved as
+safetensors in float16, the usual input of exllamav2's converter and of AWQ quantizers.
+
+    python3 tests/gpu/build_models.py OUT_DIR [--steps 400] [--awq AWQ_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+CORPORA = Path(__file__).resolve().parents[2] / "qgate" / "data" / "corpora"
+
+
+def corpus() -> str:
+    return "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(CORPORA.glob("*.txt")))
+
+
+def build_tokenizer(text: str, vocab_size: int):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([text], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+
+def build(out: Path, steps: int, seed: int = 0) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    text = corpus()
+    tokenizer = build_tokenizer(text, 1024)
+    config = LlamaConfig(
+        vocab_size=1024,  # a multiple of 128 (>= the tokenizer's size) for the EXL2 head kernels
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).to(device)
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], device=device)
+    seq, batch = 256, 16
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    started = time.perf_counter()
+    model.train()
+    for step in range(steps):
+        starts = torch.randint(0, len(ids) - seq - 1, (batch,), device=device)
+        x = torch.stack([ids[s : s + seq] for s in starts])
+        x[:, 0] = tokenizer.bos_token_id
+        loss = model(input_ids=x, labels=x).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps - 1:
+            print(f"step {step}: loss {loss.item():.3f}", flush=True)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    summary = {
+        "steps": steps,
+        "final_loss": float(loss.item()),
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=2))
+    print(f"saved {out} ({summary})", flush=True)
+    return out
+
+
+def quantize_awq(source: Path, out: Path) -> bool:
+    """AWQ W4 g128 through gptqmodel, if it is installed; False when it is not."""
+    try:
+        from gptqmodel import GPTQModel, QuantizeConfig
+    except ImportError:
+        print("gptqmodel is not installed: no AWQ model", flush=True)
+        return False
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    text = corpus()
+    calibration = [text[i : i + 2000] for i in range(0, min(len(text), 256_000), 2000)]
+    config = QuantizeConfig(bits=4, group_size=128, quant_method="awq", format="gemm")
+    model = GPTQModel.load(str(source), config)
+    model.quantize(calibration, tokenizer=tokenizer, batch_size=4)
+    model.save(str(out))
+    tokenizer.save_pretrained(out)
+    print(f"saved {out}", flush=True)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--awq", type=Path, help="also write an AWQ quant here (needs gptqmodel)")
+    args = parser.parse_args()
+    build(args.out, args.steps)
+    if args.awq is not None:
+        quantize_awq(args.out, args.awq)
+
+
+if __name__ == "__main__":
+    main()
