@@ -180,7 +180,13 @@ def main() -> None:
             Path(work),
         )
     ours = qgate_scores(
-        ladder["F16"], ladder[args.quant], text, args.chunks, args.top_k, args.tail_samples, args.threads
+        ladder["F16"],
+        ladder[args.quant],
+        text,
+        args.chunks,
+        args.top_k,
+        args.tail_samples,
+        args.threads,
     )
     print(
         f"Gemma 3 270M {args.quant} vs F16, en corpus, n_ctx 512, {args.chunks} chunks ({ours['tokens']} scored tokens), top-k {args.top_k} + {args.tail_samples} tail samples"

@@ -115,6 +115,8 @@ class TokenScores:
     #: int32 [n, m]: ids sampled from the distribution outside the top-k (for the KLD estimate)
     tail_ids: np.ndarray | None = None
     tail_logprobs: np.ndarray | None = None  #: float32 [n, m]: their log-probabilities
+    #: the scored positions when they are not simply ``start, start + 1, ...``
+    positions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.target_logprob.shape[0])
@@ -167,6 +169,7 @@ class LoadedModel(ABC):
         top_k: int,
         gather: np.ndarray | None = None,
         tail_samples: int = 0,
+        positions: Sequence[int] | None = None,
     ) -> TokenScores:
         """Score ``tokens[start:]``, each predicted from all tokens before it, in one context.
 
@@ -181,12 +184,23 @@ class LoadedModel(ABC):
             a cached reference).
         :param tail_samples: how many ids per position to sample from the distribution outside
             the top-k (``summarize_logits`` does it; seed it from the tokens for repeatability).
+        :param positions: score only these positions (ascending, each >= 1) instead of every
+            position from ``start``: a long-context check samples a few per bucket. Row ``i`` of
+            the result then describes ``tokens[positions[i]]`` and ``gather`` has one row each.
         :raises CheckError: when the logits are not finite.
         """
 
     @abstractmethod
     def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
         """Continue ``prompt`` (plain text; chat formatting is the caller's) under ``settings``."""
+
+    def reconfigure(self, *, n_ctx: int, kv_cache: str) -> LoadedModel:
+        """The same weights with another context size or KV cache type.
+
+        Backends that can share weights between contexts override this (llama.cpp does);
+        the default raises ``NotImplementedError`` and callers load the model again instead.
+        """
+        raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model's memory. Called once the runner is done with it."""

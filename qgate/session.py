@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
@@ -33,6 +34,7 @@ class ModelHandle:
         self._timings = timings
         self._progress = progress
         self._model: LoadedModel | None = None
+        self._contexts: dict[tuple[int, str], LoadedModel] = {}
         self._digest: str | None = None
         started = time.perf_counter()
         self.info: ModelInfo = backend.inspect(path)
@@ -70,7 +72,29 @@ class ModelHandle:
         if total > 256 << 20:  # small files hash in a blink: no progress line for them
             self._progress.update(f"hashing {self.info.label}", done >> 20, total >> 20, "MiB")
 
+    def configured(self, *, n_ctx: int, kv_cache: str) -> LoadedModel:
+        """The model with another context size or KV cache type: a new context on the same
+        weights where the backend can share them, else a second load (counted)."""
+        key = (n_ctx, kv_cache)
+        if key == (self.options.n_ctx, self.options.kv_cache):
+            return self.model
+        if key not in self._contexts:
+            try:
+                self._contexts[key] = self.model.reconfigure(n_ctx=n_ctx, kv_cache=kv_cache)
+                self._counters["contexts"] += 1
+            except NotImplementedError:
+                options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]
+                self._progress.log(
+                    f"loading {self.info.label} again for n_ctx={n_ctx}, kv_cache={kv_cache}"
+                )
+                self._contexts[key] = self.backend.load(self.path, options)
+                self._counters["model_loads"] += 1
+        return self._contexts[key]
+
     def close(self) -> None:
+        for context in self._contexts.values():  # before the model whose weights they share
+            context.close()
+        self._contexts.clear()
         if self._model is not None:
             self._model.close()
             self._model = None

@@ -15,9 +15,15 @@ from ``seed``. Knobs:
 ``noise``          std of a fixed perturbation added to the logits: the quantization damage.
 ``kv_decay``       extra perturbation per 1,024 tokens of position when the KV cache is quantized
                    (q8: half as much as q4): a long-context cache that degrades late.
+``kv_noise``       extra perturbation at every position when the KV cache is quantized: a cache
+                   that is damaged uniformly (as q4_0 on Gemma 3's sliding-window layers).
 ``nan_after``      logits are NaN from this position on.
 ``repeat_after``   generation starts looping after this many bytes (tokens).
 ``delay``          seconds per token of scoring and generation (for speed checks).
+``jitter``         timing noise: every ``delay`` sleep is scaled by a factor drawn uniformly from
+                   ``[1 - jitter, 1 + jitter]``, from a generator seeded by ``jitter_seed`` and
+                   the backend options' ``seed`` (so runs that differ in ``seed`` differ in noise,
+                   and the same run always gets the same noise).
 ``fail_load``      loading raises a ``BackendError`` with this message.
 ``answers``        question -> answer: a prompt ending in ``Q: <question>\nA:`` is answered so
                    (for task-accuracy tests); other questions get the usual word salad.
@@ -32,7 +38,7 @@ import re
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,9 +75,12 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "noise": 0.0,
     "noise_seed": 1,
     "kv_decay": 0.0,
+    "kv_noise": 0.0,
     "nan_after": None,
     "repeat_after": None,
     "delay": 0.0,
+    "jitter": 0.0,
+    "jitter_seed": 0,
     "fail_load": None,
     "answers": {},
     "metadata": {},
@@ -159,7 +168,15 @@ class FakeModel(LoadedModel):
             .astype(np.float32)
         )
         self.kv_factor = _KV_FACTOR.get(options.kv_cache, 0.0)
+        self._jitter = np.random.default_rng([int(knobs["jitter_seed"]), int(options.seed)])
         self.calls: dict[str, int] = {"score": 0, "generate": 0}
+
+    def _sleep(self, seconds: float) -> None:
+        """Stand in for compute time: ``seconds``, scaled by the ``jitter`` noise."""
+        if self.knobs["jitter"]:
+            seconds *= max(0.0, 1.0 + self.knobs["jitter"] * self._jitter.uniform(-1.0, 1.0))
+        if seconds > 0:
+            time.sleep(seconds)
 
     @property
     def bos_token(self) -> int:
@@ -174,7 +191,11 @@ class FakeModel(LoadedModel):
     def logits(self, tokens: Sequence[int], positions: np.ndarray) -> np.ndarray:
         """Logits predicting the token after each of ``positions``."""
         prev = np.asarray(tokens, dtype=np.int64)[positions]
-        scale = self.knobs["noise"] + self.knobs["kv_decay"] * self.kv_factor * positions / 1024.0
+        scale = (
+            self.knobs["noise"]
+            + self.knobs["kv_noise"] * self.kv_factor
+            + self.knobs["kv_decay"] * self.kv_factor * positions / 1024.0
+        )
         out = self.table[prev] + scale[:, None].astype(np.float32) * self.perturbation[prev]
         if self.knobs["nan_after"] is not None:
             out[positions >= self.knobs["nan_after"]] = np.nan
@@ -188,22 +209,34 @@ class FakeModel(LoadedModel):
         top_k: int,
         gather: np.ndarray | None = None,
         tail_samples: int = 0,
+        positions: Sequence[int] | None = None,
     ) -> TokenScores:
         self.calls["score"] += 1
         if len(tokens) > self.n_ctx:
             raise BackendError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
-        positions = np.arange(start - 1, len(tokens) - 1)
-        time.sleep(self.knobs["delay"] * len(tokens))
-        targets = np.asarray(tokens, dtype=np.int64)[positions + 1]
-        return summarize_logits(
-            self.logits(tokens, positions),
+        scored = (
+            np.asarray(positions, dtype=np.int64)
+            if positions is not None
+            else np.arange(start, len(tokens))
+        )
+        self._sleep(self.knobs["delay"] * len(tokens))
+        targets = np.asarray(tokens, dtype=np.int64)[scored]
+        result = summarize_logits(
+            self.logits(tokens, scored - 1),
             targets,
-            start=start,
+            start=int(scored[0]),
             top_k=top_k,
             gather=gather,
             tail_samples=tail_samples,
             rng=np.random.default_rng(zlib.crc32(np.asarray(tokens, dtype=np.int64).tobytes())),
         )
+        if positions is not None:
+            result.positions = scored
+        return result
+
+    def reconfigure(self, *, n_ctx: int, kv_cache: str) -> FakeModel:
+        options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]
+        return FakeModel(self.info, self.knobs, options)
 
     def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
         """A deterministic, healthy-looking continuation; loops after ``repeat_after`` bytes."""
@@ -247,7 +280,7 @@ class FakeModel(LoadedModel):
                 text, finish = text[: text.index(stop)], "stop"
         text = text.rstrip() if finish == "eos" else text
         tokens = list(text.encode())[: settings.max_tokens]
-        time.sleep(self.knobs["delay"] * (len(tokens) + len(prompt)))
+        self._sleep(self.knobs["delay"] * (len(tokens) + len(prompt)))
         return Generation(
             text,
             tokens,

@@ -55,16 +55,20 @@ def test_production_loads(checks: dict[str, Any]) -> None:
         "kl-divergence",
         "repetition",
         "task-accuracy",
+        "long-context",
         "quant-floor",
         "quant-floor-moe",
+        "identity",
     ]
     assert [c.use for c in policy.checks] == [
         "perplexity",
         "kl-divergence",
         "repetition",
         "task-accuracy",
+        "long-context",
         "quant-floor",
         "quant-floor",
+        "identity",
     ]
     assert policy.on_inconclusive == "warn"
     assert policy.backend.n_ctx == 512
@@ -110,7 +114,7 @@ def test_permissive_loads(checks: dict[str, Any]) -> None:
 def test_policy_validate_shipped(qgate: Callable[..., Any]) -> None:
     result = qgate("policy", "validate", "production", "permissive")
     assert result.code == 0, result
-    assert "production: ok (6 checks, policy 'production')" in result.out
+    assert "production: ok (8 checks, policy 'production')" in result.out
     assert "permissive: ok (5 checks, policy 'permissive')" in result.out
 
 
@@ -250,7 +254,9 @@ def test_unknown_check_lists_installed(checks: dict[str, Any], tmp_path: Path) -
     assert err.source == str(path)
     assert err.key_path == "checks[0].use"
     assert "no check plugin named 'perplexty' (did you mean 'perplexity'?)" in str(err)
-    assert "installed checks: kl-divergence, perplexity, quant-floor" in str(err)
+    listed = str(err).split("installed checks: ", 1)[1].split(" (see")[0].split(", ")
+    assert listed == sorted(listed)  # every installed check, in order (more join over time)
+    assert {"identity", "kl-divergence", "perplexity", "quant-floor"} <= set(listed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,8 +474,10 @@ def test_extends_shipped_name(checks: dict[str, Any], tmp_path: Path) -> None:
         "perplexity",
         "repetition",
         "task-accuracy",
+        "long-context",
         "quant-floor",
         "quant-floor-moe",
+        "identity",
     ]
     ppl = policy.check_options["perplexity"]
     assert ppl.max_delta == 0.05  # overridden

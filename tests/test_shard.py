@@ -306,11 +306,13 @@ def test_baseline_of_a_missing_reference_is_a_usage_error(qgate, policy_file, tm
 
 
 def test_merged_shards_keep_provenance_and_verify(qgate, ladder, policy_file, tmp_path):
-    ref, subjects = ladder
+    _, subjects = ladder
     files = run_shards(qgate, ladder, policy_file, tmp_path)
     merged_path = tmp_path / "merged.json"
     assert qgate("merge", *files, "--json", merged_path, "-q").code == 1
     provenance = read(merged_path).provenance
-    assert sorted(Path(s["path"]).name for s in provenance["subjects"]) == sorted(s.name for s in subjects)
+    assert sorted(Path(s["path"]).name for s in provenance["subjects"]) == sorted(
+        s.name for s in subjects
+    )
     assert len(provenance["machines"]) == len(files)
     assert qgate("verify", merged_path).code == 0

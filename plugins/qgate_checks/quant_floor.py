@@ -90,20 +90,36 @@ class QuantFloorCheck(Check):
                 f"unknown KV cache type {options.min_kv_cache!r}; known: {', '.join(KV_CACHE_BITS)}",
                 key_path=f"checks[{ctx.spec.key}].options.min_kv_cache",
             )
-        kv = ctx.subject.options.kv_cache
-        n_ctx = ctx.subject.options.n_ctx
-        if n_ctx <= options.kv_cache_above_context:
+        applicable = [
+            (kv, n) for kv, n in kv_configurations(ctx) if n > options.kv_cache_above_context
+        ]
+        if not applicable:
             return ctx.skip(
-                f"context {n_ctx} <= {options.kv_cache_above_context}: KV cache floor does not apply",
+                f"no KV cache runs above {options.kv_cache_above_context} tokens: the floor does not apply",
                 "kv_cache",
             )
+        kv, n_ctx = min(applicable, key=lambda config: KV_CACHE_BITS.get(config[0], 0))
+        listed = ", ".join(f"{k} at {n}" for k, n in sorted(set(applicable)))
         return ctx.result(
             "kv_cache_bits",
-            KV_CACHE_BITS[kv],
+            KV_CACHE_BITS.get(kv, 0),
             threshold=floor,
             comparison=Comparison.GE,
-            message=f"KV cache {kv} at context {n_ctx}, floor {options.min_kv_cache}",
+            message=f"least precise KV cache {kv} at context {n_ctx} (runs: {listed}); floor {options.min_kv_cache}",
         )
+
+
+def kv_configurations(ctx: CheckContext) -> list[tuple[str, int]]:
+    """Every (KV cache type, context) this run uses: the backend's, plus those of any check in
+    the policy that runs the model at its own context (options named ``kv_cache``, a list, and
+    ``context``, an integer, as ``long-context`` has)."""
+    configs: list[tuple[str, int]] = [(ctx.subject.options.kv_cache, ctx.subject.options.n_ctx)]
+    for spec in ctx.policy.checks:
+        options = ctx.policy.check_options.get(spec.key)
+        kv_types, context = getattr(options, "kv_cache", None), getattr(options, "context", None)
+        if isinstance(kv_types, list) and isinstance(context, int):
+            configs += [(str(kv), context) for kv in kv_types]
+    return configs
 
 
 @hookimpl

@@ -16,6 +16,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,7 +99,14 @@ GGML_TYPES = {
 
 
 class LlamaCppModel(LoadedModel):
-    def __init__(self, path: Path, info: ModelInfo, options: BackendOptions):
+    def __init__(
+        self,
+        path: Path,
+        info: ModelInfo,
+        options: BackendOptions,
+        *,
+        parent: LlamaCppModel | None = None,
+    ):
         L = import_llama_cpp()
         _initialise(L)
         self._L = L
@@ -110,9 +118,15 @@ class LlamaCppModel(LoadedModel):
                 f"use one of {', '.join(GGML_TYPES)}"
             )
         _log_lines.clear()
-        mparams = L.llama_model_default_params()
-        mparams.n_gpu_layers = 999 if options.gpu_layers < 0 else options.gpu_layers
-        self._model = L.llama_model_load_from_file(str(path).encode(), mparams)
+        # a context made by reconfigure() shares its parent's weights and keeps the parent alive
+        self._parent = parent
+        self._model: Any
+        if parent is not None:
+            self._model = parent._model
+        else:
+            mparams = L.llama_model_default_params()
+            mparams.n_gpu_layers = 999 if options.gpu_layers < 0 else options.gpu_layers
+            self._model = L.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise BackendError(
                 f"{path}: llama.cpp could not load the model: {_recent_log() or 'no reason given'}"
@@ -123,7 +137,8 @@ class LlamaCppModel(LoadedModel):
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx
         cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
+        # the physical batch bounds the attention scratch memory at long contexts
+        cparams.n_ubatch = min(self.n_batch, 512)
         cparams.n_seq_max = 1
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
@@ -135,7 +150,8 @@ class LlamaCppModel(LoadedModel):
             cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
-            L.llama_model_free(self._model)
+            if parent is None:
+                L.llama_model_free(self._model)
             self._model = None
             raise BackendError(
                 f"{path}: llama.cpp could not create a context: {_recent_log() or 'no reason given'}"
@@ -208,34 +224,42 @@ class LlamaCppModel(LoadedModel):
         top_k: int,
         gather: np.ndarray | None = None,
         tail_samples: int = 0,
+        positions: Sequence[int] | None = None,
     ) -> TokenScores:
         n = len(tokens)
         if n > self.n_ctx:
             raise CheckError(f"{n} tokens do not fit the context of {self.n_ctx}")
-        if not 1 <= start < n:
-            raise CheckError(f"start must be in [1, {n - 1}], got {start}")
+        scored = (
+            np.asarray(positions, dtype=np.int64) if positions is not None else np.arange(start, n)
+        )
+        if len(scored) == 0 or scored[0] < 1 or scored[-1] >= n or np.any(np.diff(scored) <= 0):
+            raise CheckError(f"scored positions must be ascending within [1, {n - 1}]")
+        # logits at position p predict token p + 1: the output layer runs only where needed
+        need = np.zeros(n, dtype=bool)
+        need[scored - 1] = True
         self._clear()
         token_array = np.asarray(tokens, dtype=np.int64)
         rng = np.random.default_rng(zlib.crc32(token_array.tobytes()))  # repeatable tail samples
         parts: list[TokenScores] = []
         for offset in range(0, n, self.n_batch):
             piece = tokens[offset : offset + self.n_batch]
-            # logits at position p predict token p + 1: needed for p in [start - 1, n - 2]
-            want = [start - 1 <= offset + i <= n - 2 for i in range(len(piece))]
-            outputs = self._decode(piece, offset, want)
+            want = need[offset : offset + len(piece)]
+            outputs = self._decode(piece, offset, want.tolist())
             if outputs == 0:
                 continue
-            first_out = offset + want.index(True)
+            out_positions = offset + np.flatnonzero(want)  # logits rows, in order
             logits = self._output_logits(outputs)
             for row in range(0, outputs, _ROWS_PER_BLOCK):
                 rows = slice(row, min(row + _ROWS_PER_BLOCK, outputs))
-                positions = np.arange(first_out + rows.start, first_out + rows.stop)
-                block_gather = None if gather is None else gather[positions + 1 - start]
+                targets_at = out_positions[rows] + 1
+                block_gather = (
+                    None if gather is None else gather[np.searchsorted(scored, targets_at)]
+                )
                 parts.append(
                     summarize_logits(
                         logits[rows],
-                        token_array[positions + 1],
-                        start=int(positions[0]) + 1,
+                        token_array[targets_at],
+                        start=int(targets_at[0]),
                         top_k=top_k,
                         gather=block_gather,
                         tail_samples=tail_samples,
@@ -243,7 +267,7 @@ class LlamaCppModel(LoadedModel):
                     )
                 )
         return TokenScores(
-            start=start,
+            start=int(scored[0]),
             target_logprob=np.concatenate([p.target_logprob for p in parts]),
             top_ids=np.concatenate([p.top_ids for p in parts]),
             top_logprobs=np.concatenate([p.top_logprobs for p in parts]),
@@ -252,7 +276,13 @@ class LlamaCppModel(LoadedModel):
             else np.concatenate([gathered(p) for p in parts]),
             tail_ids=_concat([p.tail_ids for p in parts]),
             tail_logprobs=_concat([p.tail_logprobs for p in parts]),
+            positions=scored if positions is not None else None,
         )
+
+    def reconfigure(self, *, n_ctx: int, kv_cache: str) -> LlamaCppModel:
+        """A new llama.cpp context on the same weights: no second load, no second copy."""
+        options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]
+        return LlamaCppModel(Path(self.info.path), self.info, options, parent=self)
 
     def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
         started = time.perf_counter()
@@ -311,7 +341,8 @@ class LlamaCppModel(LoadedModel):
             L.llama_free(self._ctx)
             self._ctx = None
         if getattr(self, "_model", None):
-            L.llama_model_free(self._model)
+            if getattr(self, "_parent", None) is None:  # contexts from reconfigure() share weights
+                L.llama_model_free(self._model)
             self._model = None
 
     def __del__(self) -> None:

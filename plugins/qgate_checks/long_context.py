@@ -1,0 +1,378 @@
+"""``long-context``: KV-cache and position damage over long sequences, per cache type.
+
+A quantized KV cache hurts long contexts more than weight quantization does: output starts well
+and degrades past ~4K tokens, and Q8 is the comfortable cache floor. But where most layers use
+sliding-window attention (Gemma 3) a q4_0 cache can hurt by the same amount at every position. So
+each cache type of the sweep gets three verdicts:
+
+- ``late_excess_kld``: mean KLD of the last position bucket minus the first's (degrades late);
+- ``max_bucket_kld``: the worst bucket's mean KLD against the f16-cache reference (damaged
+  everywhere, which the excess alone would pass);
+- ``retrieval_drop``: a pass key hidden at several depths of a long filler text, asked for at
+  the end; the reference's accuracy minus the subject's.
+
+Long sequences are built from the shipped corpora, each corpus at most once per sequence. Only a
+sample of positions per bucket is scored (logits are computed nowhere else), the reference at f16
+on the same weights' tokenizer, and the reference's scores are cached like the main pass's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+
+from qgate.backend import KV_CACHE_BITS, GenerationSettings, LoadedModel
+from qgate.cache import cache_key
+from qgate.check import Check, CheckContext
+from qgate.datasets import BUILTIN_CORPORA, load_dataset
+from qgate.errors import CheckError, PolicyError
+from qgate.hookspecs import hookimpl
+from qgate.options import option
+from qgate.policy.model import DatasetSpec
+from qgate.results import CheckResult, Interval
+from qgate.scoring.kld import kld_estimate
+from qgate.stats import bootstrap_interval
+
+
+@dataclass
+class LongContextOptions:
+    context: int = option(4096, "longest sequence scored, in tokens", minimum=256)
+    kv_cache: list[str] = option(
+        default_factory=lambda: ["f16", "q8_0", "q4_0"], help="subject KV cache types to sweep"
+    )
+    positions_per_bucket: int = option(48, "positions scored per position bucket", minimum=4)
+    corpora: list[str] = option(
+        default_factory=lambda: ["en", "code", "pl", "ru", "ja", "ar", "hi"],
+        help="shipped corpora concatenated into the long sequence, each at most once",
+    )
+    max_late_excess_kld: float | None = option(
+        0.05, "largest (last bucket - first bucket) mean KLD, nats", minimum=0
+    )
+    max_bucket_kld: float | None = option(0.1, "largest mean KLD of any bucket, nats", minimum=0)
+    retrieval_depths: list[float] = option(
+        default_factory=lambda: [0.1, 0.5, 0.9],
+        help="where the pass key sits, as a share of the text",
+    )
+    retrieval_lengths: list[int] | None = option(
+        None, "filler lengths in tokens (default: the context)"
+    )
+    max_retrieval_drop: float | None = option(
+        0.34,
+        "largest drop of pass-key accuracy vs the reference (0.34: one miss in three)",
+        minimum=0,
+        maximum=1,
+    )
+
+
+def bucket_edges(context: int) -> list[int]:
+    """0-512, 512-1K, 1-2K, 2-4K, ... up to ``context``."""
+    edges = [0, 512]
+    while edges[-1] * 2 < context:
+        edges.append(edges[-1] * 2)
+    edges.append(context)
+    return edges
+
+
+def bucket_label(lo: int, hi: int) -> str:
+    def k(n: int) -> str:
+        return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
+
+    return f"{k(lo)}-{k(hi)}"
+
+
+def sample_positions(edges: list[int], per_bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    """Evenly spaced scored positions per bucket, and the bucket of each."""
+    positions, buckets = [], []
+    for b, (lo, hi) in enumerate(pairwise(edges)):
+        picked = np.unique(
+            np.linspace(max(lo, 1), hi - 1, num=min(per_bucket, hi - max(lo, 1))).astype(np.int64)
+        )
+        positions.append(picked)
+        buckets.append(np.full(len(picked), b))
+    return np.concatenate(positions), np.concatenate(buckets)
+
+
+def long_sequence(model: LoadedModel, corpora: list[str], length: int) -> list[int]:
+    """BOS + shipped corpora concatenated (each once), cut to ``length`` tokens.
+
+    Corpora are added one at a time until there are enough tokens: tokenizing text that would
+    be cut off anyway costs seconds on byte-level tokenizers.
+    """
+    text = ""
+    tokens: list[int] = []
+    for name in corpora:
+        text += ("\n\n" if text else "") + load_dataset(DatasetSpec(name=name)).text
+        tokens = model.tokenize(text, add_bos=True)
+        if len(tokens) >= length:
+            break
+    tokens = tokens[:length]
+    if len(tokens) < length:
+        raise CheckError(
+            f"the corpora {corpora} give {len(tokens)} tokens, fewer than the context {length}"
+        )
+    return tokens
+
+
+class LongContextCheck(Check):
+    name = "long-context"
+    description = "per-position KLD and pass-key retrieval over long sequences, per KV cache type"
+    Options = LongContextOptions
+    needs_reference = True
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        options: LongContextOptions = ctx.options
+        assert ctx.reference is not None
+        unknown = [kv for kv in options.kv_cache if kv not in KV_CACHE_BITS]
+        unknown += [c for c in options.corpora if c not in BUILTIN_CORPORA]
+        if unknown:
+            raise PolicyError(
+                f"unknown KV cache types or corpora: {unknown}",
+                key_path=f"checks[{ctx.spec.key}].options",
+            )
+        settings = ctx.policy.evaluation
+        context = options.context
+        reference = ctx.reference.configured(n_ctx=context, kv_cache="f16")
+        tokens = long_sequence(reference, options.corpora, context)
+        edges = bucket_edges(context)
+        positions, buckets = sample_positions(edges, options.positions_per_bucket)
+        ref = self._reference_scores(ctx, reference, tokens, positions)
+        gather = np.concatenate([ref["top_ids"], ref["tail_ids"]], axis=1)
+        k = ref["top_ids"].shape[1]
+        lengths = options.retrieval_lengths or [context - 16]
+        probes = retrieval_probes(
+            lengths, options.retrieval_depths, seed=ctx.policy.evaluation.seed
+        )
+        ref_hits = run_probes(reference, probes)
+
+        results: list[CheckResult] = []
+        series_kld, series_ppl, rows, grid = [], [], [], []
+        for kv in options.kv_cache:
+            ctx.progress.log(
+                f"{ctx.subject.info.label}: long context {context} tokens, KV cache {kv}"
+            )
+            model = ctx.subject.configured(n_ctx=context, kv_cache=kv)
+            sub = model.score(
+                tokens,
+                start=int(positions[0]),
+                positions=positions.tolist(),
+                top_k=1,  # the subject only reports log-probabilities at the reference's ids
+                gather=gather,
+            )
+            if sub.gathered_logprobs is None:
+                raise CheckError(
+                    "the backend ignored the request for log-probabilities at given ids"
+                )
+            at = sub.gathered_logprobs
+            kld = kld_estimate(ref["top_logprobs"], at[:, :k], ref["tail_logprobs"], at[:, k:])
+            per_bucket = np.array([kld[buckets == b].mean() for b in range(len(edges) - 1)])
+            ppl_sub = [
+                float(np.exp(-sub.target_logprob[buckets == b].mean()))
+                for b in range(len(edges) - 1)
+            ]
+            first, last = kld[buckets == 0], kld[buckets == len(edges) - 2]
+            excess = float(last.mean() - first.mean())
+            results.append(
+                ctx.result(
+                    f"late_excess_kld[{kv}]",
+                    excess,
+                    threshold=options.max_late_excess_kld,
+                    interval=_difference_interval(first, last, settings.bootstrap, settings.seed),
+                    message=f"KV {kv}: KLD {first.mean():.4f} in {bucket_label(edges[0], edges[1])}, "
+                    f"{last.mean():.4f} in {bucket_label(edges[-2], edges[-1])} (excess {excess:+.4f})",
+                )
+            )
+            worst = int(np.argmax(per_bucket))
+            results.append(
+                ctx.result(
+                    f"max_bucket_kld[{kv}]",
+                    float(per_bucket[worst]),
+                    threshold=options.max_bucket_kld,
+                    interval=_mean_interval(
+                        kld[buckets == worst], settings.bootstrap, settings.seed
+                    ),
+                    message=f"KV {kv}: worst bucket {bucket_label(edges[worst], edges[worst + 1])} "
+                    f"with mean KLD {per_bucket[worst]:.4f} against the f16-cache reference",
+                )
+            )
+            hits = run_probes(model, probes)
+            drop = float(np.mean(ref_hits) - np.mean(hits))
+            results.append(
+                ctx.result(
+                    f"retrieval_drop[{kv}]",
+                    drop,
+                    threshold=options.max_retrieval_drop,
+                    unit="%",
+                    message=f"KV {kv}: pass key found {sum(hits)}/{len(hits)} times, reference {sum(ref_hits)}/{len(ref_hits)}",
+                )
+            )
+            mids = [(lo + hi) / 2 for lo, hi in pairwise(edges)]
+            series_kld.append({"name": f"KV {kv}", "x": mids, "y": per_bucket.tolist()})
+            series_ppl.append({"name": f"KV {kv}", "x": mids, "y": ppl_sub})
+            rows += [
+                [
+                    kv,
+                    bucket_label(edges[b], edges[b + 1]),
+                    round(float(per_bucket[b]), 5),
+                    round(ppl_sub[b], 3),
+                ]
+                for b in range(len(edges) - 1)
+            ]
+            grid += [
+                [kv, p.length, f"{p.depth:.0%}", "yes" if h else "no", "yes" if r else "no"]
+                for p, h, r in zip(probes, hits, ref_hits, strict=True)
+            ]
+        ppl_ref = [
+            float(np.exp(-ref["target_logprob"][buckets == b].mean()))
+            for b in range(len(edges) - 1)
+        ]
+        series_ppl.append({"name": "reference (f16)", "x": series_ppl[0]["x"], "y": ppl_ref})
+        results[0].details.update(
+            {
+                "context": context,
+                "buckets": [bucket_label(lo, hi) for lo, hi in pairwise(edges)],
+                "series": [
+                    {
+                        "title": "KL divergence by position",
+                        "x_label": "position (tokens)",
+                        "y_label": "mean KLD (nats)",
+                        "lines": series_kld,
+                    },
+                    {
+                        "title": "Perplexity by position",
+                        "x_label": "position (tokens)",
+                        "y_label": "PPL",
+                        "lines": series_ppl,
+                    },
+                ],
+                "tables": [
+                    {
+                        "title": "Per bucket",
+                        "columns": ["KV cache", "bucket", "mean KLD", "PPL"],
+                        "rows": rows,
+                    },
+                    {
+                        "title": "Pass-key retrieval",
+                        "columns": ["KV cache", "length", "depth", "subject", "reference"],
+                        "rows": grid,
+                    },
+                ],
+            }
+        )
+        return results
+
+    def _reference_scores(
+        self, ctx: CheckContext, reference: LoadedModel, tokens: list[int], positions: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        assert ctx.reference is not None
+        settings = ctx.policy.evaluation
+        key = cache_key(
+            "long-context-reference",
+            model=ctx.reference.digest,
+            n_ctx=len(tokens),
+            tokens=hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest(),
+            positions=hashlib.sha256(positions.tobytes()).hexdigest(),
+            top_k=settings.top_k,
+            tail_samples=settings.tail_samples,
+            backend=ctx.reference.backend.name,
+        )
+        cached = ctx.evaluation.cache.load(key)
+        fields = ("target_logprob", "top_ids", "top_logprobs", "tail_ids", "tail_logprobs")
+        if cached is not None and set(cached) == set(fields):
+            ctx.evaluation.counters["reference_cache_hits"] += 1
+            return cached
+        scores = reference.score(
+            tokens,
+            start=int(positions[0]),
+            positions=positions.tolist(),
+            top_k=settings.top_k,
+            tail_samples=settings.tail_samples,
+        )
+        m = settings.tail_samples
+        arrays = {
+            "target_logprob": scores.target_logprob,
+            "top_ids": scores.top_ids,
+            "top_logprobs": scores.top_logprobs,
+            "tail_ids": scores.tail_ids
+            if scores.tail_ids is not None
+            else np.zeros((len(scores), 0), np.int32),
+            "tail_logprobs": scores.tail_logprobs
+            if scores.tail_logprobs is not None
+            else np.zeros((len(scores), 0), np.float32),
+        }
+        if arrays["tail_ids"].shape[1] not in (0, m):
+            raise CheckError("the backend returned an unexpected number of tail samples")
+        ctx.evaluation.counters["reference_cache_misses"] += 1
+        ctx.evaluation.cache.store(key, arrays)
+        return arrays
+
+
+@dataclass(frozen=True)
+class Probe:
+    length: int
+    depth: float
+    key: str
+
+
+def retrieval_probes(lengths: list[int], depths: list[float], *, seed: int) -> list[Probe]:
+    rng = random.Random(f"passkey:{seed}")
+    return [
+        Probe(length, depth, str(rng.randint(10000, 99999)))
+        for length in lengths
+        for depth in depths
+    ]
+
+
+def probe_prompt(model: LoadedModel, probe: Probe) -> str:
+    """English filler with the pass key at ``probe.depth``, ``probe.length`` tokens in all."""
+    needle = f" The pass key is {probe.key}. Remember it: {probe.key} is the pass key. "
+    question = "\n\nWhat is the pass key? The pass key is"
+    budget = probe.length - len(model.tokenize(needle + question, add_bos=True)) - 4
+    if budget < 64:
+        raise CheckError(
+            f"a retrieval length of {probe.length} tokens leaves no room for filler text"
+        )
+    filler = load_dataset(DatasetSpec(name="en")).text
+    while len(filler) < budget * 6:  # enough characters for ``budget`` tokens in any tokenizer
+        filler += "\n\n" + filler
+    # tokenize a prefix only: ~6 characters per token is more than any tokenizer needs here
+    text = model.detokenize(model.tokenize(filler[: budget * 6], add_bos=False)[:budget])
+    cut = int(len(text) * probe.depth)
+    cut = text.rfind(" ", 0, cut) + 1 or cut
+    return text[:cut] + needle + text[cut:] + question
+
+
+def run_probes(model: LoadedModel, probes: list[Probe]) -> list[bool]:
+    hits = []
+    for probe in probes:
+        answer = model.generate(
+            probe_prompt(model, probe), GenerationSettings(max_tokens=8, stop=["\n"])
+        )
+        hits.append(probe.key in answer.text)
+    return hits
+
+
+def _mean_interval(values: np.ndarray, resamples: int, seed: int) -> Interval | None:
+    return bootstrap_interval(
+        len(values), lambda idx: float(values[idx].mean()), resamples=resamples, seed=seed
+    )
+
+
+def _difference_interval(
+    first: np.ndarray, last: np.ndarray, resamples: int, seed: int
+) -> Interval | None:
+    if len(first) < 2 or len(last) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    a = first[rng.integers(0, len(first), size=(resamples, len(first)))].mean(axis=1)
+    b = last[rng.integers(0, len(last), size=(resamples, len(last)))].mean(axis=1)
+    low, high = np.quantile(b - a, [0.025, 0.975])
+    return Interval(float(low), float(high))
+
+
+@hookimpl
+def qgate_checks() -> list[Check]:
+    return [LongContextCheck()]
