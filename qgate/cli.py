@@ -373,19 +373,39 @@ def make_cli(registry: Registry) -> click.Group:
     @click.argument("model")
     @click.option("--backend", "-b", help="backend (default: detected)")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def inspect_cmd(model: str, backend: str | None, as_json: bool) -> None:
+    @click.option(
+        "--identity",
+        "other",
+        metavar="OTHER",
+        help="compare MODEL with OTHER: metadata side by side and, for two GGUF files, "
+        "dequantized tensors (the identity check's evidence, without loading either model)",
+    )
+    def inspect_cmd(model: str, backend: str | None, as_json: bool, other: str | None) -> None:
         """Print a model's metadata, read without loading its weights."""
-        path = Path(model)
-        if not path.exists():
-            raise UsageError(f"model not found: {path}")
-        if backend is not None:
-            chosen = registry.backend(backend)
-        else:
-            matches = [p.item for p in registry.backends.values() if p.item.detect(path)]
-            if not matches:
-                raise UsageError(f"{path}: no installed backend recognises this file")
-            chosen = matches[0]
-        info = chosen.inspect(path).to_dict()
+
+        def inspect_one(path: Path) -> Any:
+            if not path.exists():
+                raise UsageError(f"model not found: {path}")
+            if backend is not None:
+                chosen = registry.backend(backend)
+            else:
+                matches = [p.item for p in registry.backends.values() if p.item.detect(path)]
+                if not matches:
+                    raise UsageError(f"{path}: no installed backend recognises this file")
+                chosen = matches[0]
+            return chosen.inspect(path)
+
+        if other is not None:
+            from qgate_checks.identity import format_pairwise, pairwise_evidence
+
+            evidence = pairwise_evidence(inspect_one(Path(model)), inspect_one(Path(other)))
+            click.echo(
+                json.dumps(evidence, indent=2, default=str)
+                if as_json
+                else format_pairwise(evidence)
+            )
+            return
+        info = inspect_one(Path(model)).to_dict()
         if as_json:
             click.echo(json.dumps(info, indent=2, default=str))
             return

@@ -121,7 +121,13 @@ class EXL2Model(LoadedModel):
             self._tok = load_tokenizer(path, "exl2", "exl2")
             try:
                 config = self._exl.ExLlamaV2Config(str(path))
-                config.max_seq_len = max(int(config.max_seq_len), self.n_ctx)
+                # exllamav2 shapes attention by config.max_seq_len: it must equal the cache's
+                # length (a longer context later loads again, see reconfigure)
+                config.max_seq_len = self.n_ctx
+                # load_autosplit runs a dummy forward of max_input_len tokens through the cache:
+                # it must fit the cache, which holds n_ctx tokens
+                config.max_input_len = min(int(config.max_input_len), self.n_ctx)
+                config.max_attention_size = min(int(config.max_attention_size), self.n_ctx**2)
                 model = self._exl.ExLlamaV2(config)
                 # a quantized cache must exist before load_autosplit allocates the weights
                 cache = cache_class(model, max_seq_len=self.n_ctx, lazy=True)
@@ -132,7 +138,10 @@ class EXL2Model(LoadedModel):
                 ) from None
             self._config, self._model, self._cache = config, model, cache
         self.n_vocab = int(self._config.vocab_size)
-        self._piece = min(options.batch_size or _DEFAULT_PIECE, self.n_ctx)
+        # forward passes may not exceed the max_input_len the weights were loaded with
+        self._piece = min(
+            options.batch_size or _DEFAULT_PIECE, self.n_ctx, int(self._config.max_input_len)
+        )
         self._eos = eos_ids(self._tok) | _config_eos(self._config)
 
     # -- tokens -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from qgate_reporters._common import (
     value_summary,
     verdict_counts,
 )
+from qgate_reporters.ladder import quant_ladder
 
 #: the widest line the table aims for
 LINE_WIDTH = 120
@@ -75,6 +76,9 @@ class ConsoleReporter(Reporter):
         )
         if report.incomplete:
             summary += " INCOMPLETE: the run was interrupted or a subject could not be finished"
+        ladder = quant_ladder(report)
+        if ladder is not None:
+            lines.append(fit(f"Quant ladder: {ladder.sentence}", LINE_WIDTH, pad=False))
         shown = counters(report)
         if shown:
             lines.append(fit(", ".join(f"{k}: {v}" for k, v in shown), LINE_WIDTH, pad=False))

@@ -32,6 +32,7 @@ from qgate_reporters._common import (
     verdict_counts,
 )
 from qgate_reporters.charts import Chart, build_chart
+from qgate_reporters.ladder import quant_ladder
 
 TEMPLATE = "report.html.j2"
 #: subject info fields shown in a subject's fact table, in order, with their captions
@@ -267,6 +268,29 @@ def subject_view(index: int, subject: SubjectReport) -> SubjectView:
     )
 
 
+@dataclass
+class LadderView:
+    """The run-level quant ladder (two subjects or more): sentence, table and charts."""
+
+    sentence: str
+    passes: bool
+    table: Table
+    charts: list[Chart]
+
+
+def ladder_view(report: RunReport) -> LadderView | None:
+    ladder = quant_ladder(report)
+    if ladder is None:
+        return None
+    (table,) = tables_of({"tables": [ladder.table()]})
+    return LadderView(
+        sentence=ladder.sentence,
+        passes=ladder.smallest is not None and not ladder.incomplete,
+        table=table,
+        charts=[build_chart(series) for series in ladder.series()],
+    )
+
+
 def reference_facts(reference: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The reference model's path, backend and main facts, when there was one."""
     if not reference:
@@ -331,6 +355,7 @@ class HtmlReporter(Reporter):
             total=len(results),
             subjects=[subject_view(i, s) for i, s in enumerate(report.subjects)],
             reference=reference_facts(report.reference),
+            ladder=ladder_view(report),
             counters=counters(report),
             timings=[(k, seconds(v)) for k, v in report.timings.items()],
             environment=environment(report),

@@ -29,6 +29,7 @@ from qgate_reporters._common import (
     value_text,
     verdict_counts,
 )
+from qgate_reporters.ladder import quant_ladder
 
 #: longest message kept in a table cell (a PR comment holds at most 65,536 characters)
 MESSAGE_LIMIT = 300
@@ -108,6 +109,9 @@ class MarkdownReporter(Reporter):
                 "finished; some checks never ran, so the gate cannot pass.",
                 "",
             ]
+        ladder = quant_ladder(report)
+        if ladder is not None:
+            lines += [f"**Quant ladder:** {md_escape(ladder.sentence)}", ""]
         for subject in report.subjects:
             lines += subject_section(subject)
         lines += ["---", "", *self._provenance(report), self._footer(report), ""]

@@ -29,7 +29,11 @@ class _HasOptions(Protocol):
 
 
 def builtin_policy_dir() -> Path:
-    return Path(str(resources.files("qgate.policies")))
+    try:
+        return Path(str(resources.files("qgate.policies")))
+    except ModuleNotFoundError:
+        # a source checkout used without installing: the policies sit beside the package
+        return Path(__file__).resolve().parents[2] / "policies"
 
 
 def available_policies(extra_dirs: Iterable[Path] = ()) -> dict[str, Path]:

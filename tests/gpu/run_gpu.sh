@@ -35,8 +35,10 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-d
     --target "$SITE" . || exit 3
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$SITE/bin:$PATH"
+# run the installed qgate, not the source tree in the current directory
+qg() { (cd "$WORK" && python3 -m qgate "$@"); }
 elapsed install "$t"
-python3 -m qgate plugins | tee "$OUT/plugins.txt"
+qg plugins | tee "$OUT/plugins.txt"
 
 step "import exllamav2 (its CUDA extension compiles on first use, about 2 minutes)"
 t=$(date +%s)
@@ -88,13 +90,13 @@ fi
 
 step "inspect"
 for M in "$HF" "${SUBJECTS[@]}"; do
-    python3 -m qgate inspect "$M" --json > "$OUT/inspect-$(basename "$M").json" || exit 3
-    python3 -m qgate inspect "$M"
+    qg inspect "$M" --json > "$OUT/inspect-$(basename "$M").json" || exit 3
+    qg inspect "$M"
 done
 
 step "qgate check ${SUBJECTS[*]} --reference $HF --policy production"
 t=$(date +%s)
-python3 -m qgate check "${SUBJECTS[@]}" --reference "$HF" --policy production \
+qg check "${SUBJECTS[@]}" --reference "$HF" --policy production \
     --reference-backend hf \
     --junit "$OUT/junit.xml" --html "$OUT/report.html" --json "$OUT/results.json" \
     --markdown "$OUT/summary.md" --profile
