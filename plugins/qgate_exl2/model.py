@@ -35,17 +35,14 @@ from qgate.backend import (
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError
 from qgate.progress import Progress
-from qgate.scoring.evaluation import gathered
-from qgate.scoring.logits import summarize_logits
+from qgate.scoring.logits import merge_scores, pick_token, summarize_logits
 from qgate_hf.model import (
-    _concat,
     eos_ids,
     first_line,
     hf_detokenize,
     hf_tokenize,
     import_torch,
     load_tokenizer,
-    pick,
 )
 
 _ROWS_PER_BLOCK = 64
@@ -219,17 +216,10 @@ class EXL2Model(LoadedModel):
                 )
             done = hi
         assert done == len(scored)
-        return TokenScores(
-            start=int(scored[0]),
-            target_logprob=np.concatenate([p.target_logprob for p in parts]),
-            top_ids=np.concatenate([p.top_ids for p in parts]),
-            top_logprobs=np.concatenate([p.top_logprobs for p in parts]),
-            gathered_logprobs=None
-            if gather is None
-            else np.concatenate([gathered(p) for p in parts]),
-            tail_ids=_concat([p.tail_ids for p in parts]),
-            tail_logprobs=_concat([p.tail_logprobs for p in parts]),
+        return merge_scores(
+            parts,
             positions=scored if positions is not None else None,
+            with_gathered=gather is not None,
         )
 
     def reconfigure(self, *, n_ctx: int, kv_cache: str) -> EXL2Model:
@@ -261,7 +251,7 @@ class EXL2Model(LoadedModel):
                 raise CheckError(
                     "the model produced non-finite logits (NaN or Inf) while generating"
                 )
-            token = pick(row, settings, rng)
+            token = pick_token(row, settings, rng)
             if token in self._eos:
                 finish = "eos"
                 break

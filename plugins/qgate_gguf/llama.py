@@ -31,8 +31,7 @@ from qgate.backend import (
     TokenScores,
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError
-from qgate.scoring.evaluation import gathered
-from qgate.scoring.logits import summarize_logits
+from qgate.scoring.logits import merge_scores, pick_token, summarize_logits
 
 _ROWS_PER_BLOCK = 64  # logits rows reduced at a time: 64 x 262k floats = 64 MiB for Gemma 3
 _init_lock = threading.Lock()
@@ -266,17 +265,10 @@ class LlamaCppModel(LoadedModel):
                         rng=rng,
                     )
                 )
-        return TokenScores(
-            start=int(scored[0]),
-            target_logprob=np.concatenate([p.target_logprob for p in parts]),
-            top_ids=np.concatenate([p.top_ids for p in parts]),
-            top_logprobs=np.concatenate([p.top_logprobs for p in parts]),
-            gathered_logprobs=None
-            if gather is None
-            else np.concatenate([gathered(p) for p in parts]),
-            tail_ids=_concat([p.tail_ids for p in parts]),
-            tail_logprobs=_concat([p.tail_logprobs for p in parts]),
+        return merge_scores(
+            parts,
             positions=scored if positions is not None else None,
+            with_gathered=gather is not None,
         )
 
     def reconfigure(self, *, n_ctx: int, kv_cache: str) -> LlamaCppModel:
@@ -310,7 +302,7 @@ class LlamaCppModel(LoadedModel):
                 raise CheckError(
                     "the model produced non-finite logits (NaN or Inf) while generating"
                 )
-            token = _pick(logits, settings, rng)
+            token = pick_token(logits, settings, rng)
             if L.llama_vocab_is_eog(self._vocab, token):
                 finish = "eos"
                 break
@@ -348,24 +340,3 @@ class LlamaCppModel(LoadedModel):
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter shutdown the library may be gone
             self.close()
-
-
-def _concat(arrays: list[np.ndarray | None]) -> np.ndarray | None:
-    present = [a for a in arrays if a is not None]
-    return np.concatenate(present) if present and len(present) == len(arrays) else None
-
-
-def _pick(logits: np.ndarray, settings: GenerationSettings, rng: np.random.Generator) -> int:
-    if settings.temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits / settings.temperature
-    scaled -= scaled.max()
-    probs = np.exp(scaled)
-    probs /= probs.sum()
-    if settings.top_p < 1.0:
-        order = np.argsort(-probs)
-        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), settings.top_p)) + 1]
-        mask = np.zeros_like(probs)
-        mask[keep] = probs[keep]
-        probs = mask / mask.sum()
-    return int(rng.choice(len(probs), p=probs))

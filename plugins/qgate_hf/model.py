@@ -28,8 +28,7 @@ from qgate.backend import (
     TokenScores,
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError
-from qgate.scoring.evaluation import gathered
-from qgate.scoring.logits import summarize_logits
+from qgate.scoring.logits import merge_scores, pick_token, summarize_logits
 
 _ROWS_PER_BLOCK = 64
 #: KV cache types the hf backend honours: the cache is kept in the model's own dtype
@@ -234,17 +233,10 @@ class HFModel(LoadedModel):
                     rng=rng,
                 )
             )
-        return TokenScores(
-            start=int(scored[0]),
-            target_logprob=np.concatenate([p.target_logprob for p in parts]),
-            top_ids=np.concatenate([p.top_ids for p in parts]),
-            top_logprobs=np.concatenate([p.top_logprobs for p in parts]),
-            gathered_logprobs=None
-            if gather is None
-            else np.concatenate([gathered(p) for p in parts]),
-            tail_ids=_concat([p.tail_ids for p in parts]),
-            tail_logprobs=_concat([p.tail_logprobs for p in parts]),
+        return merge_scores(
+            parts,
             positions=scored if positions is not None else None,
+            with_gathered=gather is not None,
         )
 
     def reconfigure(self, *, n_ctx: int, kv_cache: str) -> HFModel:
@@ -277,7 +269,7 @@ class HFModel(LoadedModel):
                     raise CheckError(
                         "the model produced non-finite logits (NaN or Inf) while generating"
                     )
-                token = pick(logits, settings, rng)
+                token = pick_token(logits, settings, rng)
                 if token in self._eos:
                     finish = "eos"
                     break
@@ -352,25 +344,3 @@ def eos_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _concat(arrays: list[np.ndarray | None]) -> np.ndarray | None:
-    present = [a for a in arrays if a is not None]
-    return np.concatenate(present) if present and len(present) == len(arrays) else None
-
-
-def pick(logits: np.ndarray, settings: GenerationSettings, rng: np.random.Generator) -> int:
-    """The next token: argmax at temperature 0, else seeded sampling (as the GGUF backend)."""
-    if settings.temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits / settings.temperature
-    scaled -= scaled.max()
-    probs = np.exp(scaled)
-    probs /= probs.sum()
-    if settings.top_p < 1.0:
-        order = np.argsort(-probs)
-        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), settings.top_p)) + 1]
-        mask = np.zeros_like(probs)
-        mask[keep] = probs[keep]
-        probs = mask / mask.sum()
-    return int(rng.choice(len(probs), p=probs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qgate.backend import TokenScores
+from qgate.backend import GenerationSettings, TokenScores
 from qgate.errors import CheckError
 
 
@@ -101,3 +101,48 @@ def summarize_logits(
         tail_ids=tail_ids,
         tail_logprobs=tail_logprobs,
     )
+
+
+def merge_scores(
+    parts: list[TokenScores], *, positions: np.ndarray | None, with_gathered: bool
+) -> TokenScores:
+    """One :class:`TokenScores` from the per-block results of a scoring pass, in order.
+
+    :param positions: the scored positions when the caller asked for specific ones.
+    :param with_gathered: whether the pass was asked for log-probabilities at given ids.
+    """
+
+    def concat(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        present = [a for a in arrays if a is not None]
+        return np.concatenate(present) if present and len(present) == len(arrays) else None
+
+    gathered = concat([p.gathered_logprobs for p in parts]) if with_gathered else None
+    if with_gathered and gathered is None:
+        raise CheckError("the backend ignored the request for log-probabilities at given ids")
+    return TokenScores(
+        start=parts[0].start,
+        target_logprob=np.concatenate([p.target_logprob for p in parts]),
+        top_ids=np.concatenate([p.top_ids for p in parts]),
+        top_logprobs=np.concatenate([p.top_logprobs for p in parts]),
+        gathered_logprobs=gathered,
+        tail_ids=concat([p.tail_ids for p in parts]),
+        tail_logprobs=concat([p.tail_logprobs for p in parts]),
+        positions=positions,
+    )
+
+
+def pick_token(logits: np.ndarray, settings: GenerationSettings, rng: np.random.Generator) -> int:
+    """The next token: argmax at temperature 0, else seeded sampling with optional top-p."""
+    if settings.temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits / settings.temperature
+    scaled -= scaled.max()
+    probs = np.exp(scaled)
+    probs /= probs.sum()
+    if settings.top_p < 1.0:
+        order = np.argsort(-probs)
+        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), settings.top_p)) + 1]
+        mask = np.zeros_like(probs)
+        mask[keep] = probs[keep]
+        probs = mask / mask.sum()
+    return int(rng.choice(len(probs), p=probs))
