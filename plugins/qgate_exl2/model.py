@@ -17,7 +17,6 @@ import contextlib
 import importlib.util
 import sys
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +34,13 @@ from qgate.backend import (
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError
 from qgate.progress import Progress
-from qgate.scoring.logits import merge_scores, pick_token, summarize_logits
+from qgate.scoring.logits import (
+    merge_scores,
+    pick_token,
+    scored_positions,
+    summarize_logits,
+    tail_rng,
+)
 from qgate_hf.model import (
     eos_ids,
     first_line,
@@ -174,17 +179,9 @@ class EXL2Model(LoadedModel):
         positions: Sequence[int] | None = None,
     ) -> TokenScores:
         n = len(tokens)
-        if n > self.n_ctx:
-            raise CheckError(f"{n} tokens do not fit the context of {self.n_ctx}")
-        scored = (
-            np.asarray(positions, dtype=np.int64)
-            if positions is not None
-            else np.arange(start, n, dtype=np.int64)
-        )
-        if len(scored) == 0 or scored[0] < 1 or scored[-1] >= n or np.any(np.diff(scored) <= 0):
-            raise CheckError(f"scored positions must be ascending within [1, {n - 1}]")
+        scored = scored_positions(n, self.n_ctx, start, positions)
         token_array = np.asarray(tokens, dtype=np.int64)
-        rng = np.random.default_rng(zlib.crc32(token_array.tobytes()))  # as the GGUF backend
+        rng = tail_rng(token_array)
         need = scored - 1  # logits at p predict token p + 1
         self._cache.current_seq_len = 0
         parts: list[TokenScores] = []

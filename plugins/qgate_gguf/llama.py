@@ -13,7 +13,6 @@ import ctypes
 import os
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
@@ -31,7 +30,13 @@ from qgate.backend import (
     TokenScores,
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError
-from qgate.scoring.logits import merge_scores, pick_token, summarize_logits
+from qgate.scoring.logits import (
+    merge_scores,
+    pick_token,
+    scored_positions,
+    summarize_logits,
+    tail_rng,
+)
 
 _ROWS_PER_BLOCK = 64  # logits rows reduced at a time: 64 x 262k floats = 64 MiB for Gemma 3
 _init_lock = threading.Lock()
@@ -226,19 +231,13 @@ class LlamaCppModel(LoadedModel):
         positions: Sequence[int] | None = None,
     ) -> TokenScores:
         n = len(tokens)
-        if n > self.n_ctx:
-            raise CheckError(f"{n} tokens do not fit the context of {self.n_ctx}")
-        scored = (
-            np.asarray(positions, dtype=np.int64) if positions is not None else np.arange(start, n)
-        )
-        if len(scored) == 0 or scored[0] < 1 or scored[-1] >= n or np.any(np.diff(scored) <= 0):
-            raise CheckError(f"scored positions must be ascending within [1, {n - 1}]")
+        scored = scored_positions(n, self.n_ctx, start, positions)
         # logits at position p predict token p + 1: the output layer runs only where needed
         need = np.zeros(n, dtype=bool)
         need[scored - 1] = True
         self._clear()
         token_array = np.asarray(tokens, dtype=np.int64)
-        rng = np.random.default_rng(zlib.crc32(token_array.tobytes()))  # repeatable tail samples
+        rng = tail_rng(token_array)
         parts: list[TokenScores] = []
         for offset in range(0, n, self.n_batch):
             piece = tokens[offset : offset + self.n_batch]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +27,13 @@ from qgate.backend import (
     TokenScores,
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError
-from qgate.scoring.logits import merge_scores, pick_token, summarize_logits
+from qgate.scoring.logits import (
+    merge_scores,
+    pick_token,
+    scored_positions,
+    summarize_logits,
+    tail_rng,
+)
 
 _ROWS_PER_BLOCK = 64
 #: KV cache types the hf backend honours: the cache is kept in the model's own dtype
@@ -205,17 +210,9 @@ class HFModel(LoadedModel):
         positions: Sequence[int] | None = None,
     ) -> TokenScores:
         n = len(tokens)
-        if n > self.n_ctx:
-            raise CheckError(f"{n} tokens do not fit the context of {self.n_ctx}")
-        scored = (
-            np.asarray(positions, dtype=np.int64)
-            if positions is not None
-            else np.arange(start, n, dtype=np.int64)
-        )
-        if len(scored) == 0 or scored[0] < 1 or scored[-1] >= n or np.any(np.diff(scored) <= 0):
-            raise CheckError(f"scored positions must be ascending within [1, {n - 1}]")
+        scored = scored_positions(n, self.n_ctx, start, positions)
         token_array = np.asarray(tokens, dtype=np.int64)
-        rng = np.random.default_rng(zlib.crc32(token_array.tobytes()))  # as the GGUF backend
+        rng = tail_rng(token_array)
         logits = self._logits_at(tokens, scored - 1)
         parts: list[TokenScores] = []
         for row in range(0, len(scored), _ROWS_PER_BLOCK):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
+
 import numpy as np
 
 from qgate.backend import GenerationSettings, TokenScores
@@ -101,6 +104,27 @@ def summarize_logits(
         tail_ids=tail_ids,
         tail_logprobs=tail_logprobs,
     )
+
+
+def scored_positions(
+    n_tokens: int, n_ctx: int, start: int, positions: Sequence[int] | None
+) -> np.ndarray:
+    """The positions a ``score`` call must report, validated the same way by every backend."""
+    if n_tokens > n_ctx:
+        raise CheckError(f"{n_tokens} tokens do not fit the context of {n_ctx}")
+    scored = (
+        np.asarray(positions, dtype=np.int64)
+        if positions is not None
+        else np.arange(start, n_tokens, dtype=np.int64)
+    )
+    if len(scored) == 0 or scored[0] < 1 or scored[-1] >= n_tokens or np.any(np.diff(scored) <= 0):
+        raise CheckError(f"scored positions must be ascending within [1, {n_tokens - 1}]")
+    return scored
+
+
+def tail_rng(tokens: np.ndarray) -> np.random.Generator:
+    """The generator for tail samples, seeded by the tokens: the same text, the same samples."""
+    return np.random.default_rng(zlib.crc32(np.asarray(tokens, dtype=np.int64).tobytes()))
 
 
 def merge_scores(
