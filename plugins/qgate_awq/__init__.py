@@ -13,7 +13,6 @@ for that on purpose.
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
 from qgate.errors import BackendError, MissingExtraError
 from qgate.hookspecs import hookimpl
 from qgate.progress import Progress
-from qgate_hf.folder import DTYPE_BITS, HFFolder, base_info, looks_like_folder, read_folder
+from qgate_hf.folder import DTYPE_BITS, HFFolder, base_info, detected_quantization, read_folder
 from qgate_hf.model import HFModel, import_torch
 
 #: tensors of one AWQ-quantized linear layer
@@ -128,14 +127,7 @@ class AWQBackend(Backend):
     extra = "awq"
 
     def detect(self, path: Path) -> bool:
-        if not looks_like_folder(path):
-            return False
-        try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        qcfg = config.get("quantization_config") if isinstance(config, dict) else None
-        return isinstance(qcfg, dict) and str(qcfg.get("quant_method", "")).lower() == "awq"
+        return detected_quantization(path) == "awq"
 
     def inspect(self, path: Path) -> ModelInfo:
         folder = read_folder(path)

@@ -9,7 +9,6 @@ and the static checks work on any machine; loading needs exllamav2 and a CUDA GP
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +20,7 @@ from qgate_hf.folder import (
     DTYPE_BITS,
     HFFolder,
     base_info,
-    looks_like_folder,
+    detected_quantization,
     read_folder,
     read_safetensors_header,
 )
@@ -107,15 +106,10 @@ class EXL2Backend(Backend):
     extra = "exl2"
 
     def detect(self, path: Path) -> bool:
-        if not looks_like_folder(path):
-            return False
-        try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-            qcfg = config.get("quantization_config") if isinstance(config, dict) else None
-            if isinstance(qcfg, dict) and str(qcfg.get("quant_method", "")).lower() == "exl2":
-                return True
-            if qcfg:
-                return False
+        method = detected_quantization(path)
+        if method != "":  # not a folder (None), or a config that names its method
+            return method == "exl2"
+        try:  # no quantization_config: EXL2 tensor names in the weights decide
             first = sorted(path.glob("*.safetensors"))[0]
             return has_exl2_tensors(read_safetensors_header(first))
         except (OSError, ValueError, BackendError, IndexError):

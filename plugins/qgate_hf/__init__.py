@@ -17,7 +17,7 @@ from qgate_hf.folder import (
     DTYPE_BITS,
     HFFolder,
     base_info,
-    looks_like_folder,
+    detected_quantization,
     read_folder,
     read_safetensors_header,
 )
@@ -53,15 +53,7 @@ class HFBackend(Backend):
     extra = "hf"
 
     def detect(self, path: Path) -> bool:
-        if not looks_like_folder(path):
-            return False
-        try:
-            import json
-
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        if not isinstance(config, dict) or config.get("quantization_config"):
+        if detected_quantization(path) != "":  # not a folder, or quantized: another backend's
             return False
         try:  # an EXL2 or AWQ/GPTQ folder without a quantization_config is not for hf
             first = sorted(path.glob("*.safetensors"))[0]

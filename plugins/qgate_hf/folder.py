@@ -95,6 +95,25 @@ def looks_like_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
+def detected_quantization(path: Path) -> str | None:
+    """For a backend's cheap ``detect()``: the folder's lowercase ``quant_method``, ``""`` when
+    the model is not quantized, ``"unknown"`` for a ``quantization_config`` without a method,
+    and ``None`` when ``path`` is not a readable model folder. Never raises."""
+    if not looks_like_folder(path):
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    qcfg = config.get("quantization_config")
+    if not qcfg:
+        return ""
+    method = qcfg.get("quant_method") if isinstance(qcfg, dict) else None
+    return str(method).lower() if method else "unknown"
+
+
 def read_config(path: Path) -> dict[str, Any]:
     file = path / "config.json"
     if not path.is_dir():
