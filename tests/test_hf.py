@@ -213,6 +213,58 @@ def test_scores_align_with_a_plain_forward_pass(tiny_hf):
     np.testing.assert_array_equal(sparse.positions, positions)
 
 
+@pytest.mark.parametrize("top_k", [1, 8])
+def test_device_reduction_matches_the_numpy_one(top_k):
+    """A subject pass reduced in torch gives the shared numpy reducer's figures."""
+    import torch
+
+    from qgate.errors import CheckError
+    from qgate.scoring.logits import summarize_logits
+    from qgate_hf.scoring import summarize_tensor
+
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((40, 3000)) * 4).astype(np.float32)
+    tokens = rng.integers(0, 3000, size=60)
+    scored = np.arange(20, 60)
+    gather = rng.integers(0, 3000, size=(40, 16))
+    ours = summarize_tensor(
+        torch.from_numpy(logits),
+        tokens,
+        scored,
+        top_k=top_k,
+        gather=gather,
+        tail_samples=0,
+        rng=rng,
+    )
+    theirs = summarize_logits(logits, tokens[scored], start=20, top_k=top_k, gather=gather)
+    assert ours.start == theirs.start == 20 and ours.tail_ids is None
+    np.testing.assert_allclose(ours.target_logprob, theirs.target_logprob, rtol=1e-6)
+    np.testing.assert_array_equal(ours.top_ids, theirs.top_ids)
+    np.testing.assert_allclose(ours.top_logprobs, theirs.top_logprobs, rtol=1e-6)
+    assert ours.gathered_logprobs is not None and theirs.gathered_logprobs is not None
+    np.testing.assert_allclose(ours.gathered_logprobs, theirs.gathered_logprobs, rtol=1e-6)
+    # a reference pass draws its tail samples with the shared numpy sampler, block by block
+    sampled = summarize_tensor(
+        torch.from_numpy(logits),
+        tokens,
+        scored,
+        top_k=top_k,
+        gather=None,
+        tail_samples=4,
+        rng=np.random.default_rng(1),
+    )
+    expected = summarize_logits(
+        logits, tokens[scored], start=20, top_k=top_k, tail_samples=4, rng=np.random.default_rng(1)
+    )
+    np.testing.assert_array_equal(sampled.tail_ids, expected.tail_ids)
+    np.testing.assert_allclose(sampled.tail_logprobs, expected.tail_logprobs, rtol=1e-6)
+    logits[5, 10] = np.nan
+    with pytest.raises(CheckError, match=r"non-finite logits .* at position 24"):
+        summarize_tensor(
+            torch.from_numpy(logits), tokens, scored, top_k=1, gather=None, tail_samples=0, rng=rng
+        )
+
+
 def test_tokenize_roundtrip_and_bos(tiny_hf):
     model = backend().load(tiny_hf, BackendOptions(n_ctx=64, extra={"device": "cpu"}))
     text = "The gate measures code."

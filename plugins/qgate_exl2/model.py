@@ -2,8 +2,9 @@
 
 Scoring feeds the chunk through ``model.forward`` with the KV cache (so a quantized cache is
 what the later tokens of the chunk attend to), piece by piece, and keeps logits only for the
-pieces that hold scored positions; rows are then selected and reduced by
-:func:`summarize_logits` with the same token-seeded tail sampling as the other backends.
+pieces that hold scored positions; rows are then selected and reduced on the GPU by
+:func:`qgate_hf.scoring.summarize_tensor` (a reference pass draws its tail samples on the host,
+with the same token-seeded sampler as the other backends).
 Tokenization uses the folder's own tokenizer through transformers, exactly as the hf backend
 does, so an EXL2 quant and its Hugging Face reference tokenize text identically.
 
@@ -38,7 +39,6 @@ from qgate.scoring.logits import (
     merge_scores,
     pick_token,
     scored_positions,
-    summarize_logits,
     tail_rng,
 )
 from qgate_hf.model import (
@@ -49,8 +49,8 @@ from qgate_hf.model import (
     import_torch,
     load_tokenizer,
 )
+from qgate_hf.scoring import summarize_tensor
 
-_ROWS_PER_BLOCK = 64
 #: qgate's KV cache type -> exllamav2's cache class
 CACHE_CLASSES = {
     "f16": "ExLlamaV2Cache",
@@ -195,22 +195,17 @@ class EXL2Model(LoadedModel):
                 continue
             logits = self._forward(piece, logits=True)
             rows = self._torch.as_tensor(need[lo:hi] - offset, device=logits.device)
-            selected = logits[rows].float()
-            for block in range(0, hi - lo, _ROWS_PER_BLOCK):
-                sl = slice(block, min(block + _ROWS_PER_BLOCK, hi - lo))
-                index = slice(lo + sl.start, lo + sl.stop)
-                targets_at = scored[index]
-                parts.append(
-                    summarize_logits(
-                        selected[sl].cpu().numpy(),
-                        token_array[targets_at],
-                        start=int(targets_at[0]),
-                        top_k=top_k,
-                        gather=None if gather is None else gather[index],
-                        tail_samples=tail_samples,
-                        rng=rng,
-                    )
+            parts.append(
+                summarize_tensor(
+                    logits[rows],
+                    token_array,
+                    scored[lo:hi],
+                    top_k=top_k,
+                    gather=None if gather is None else gather[lo:hi],
+                    tail_samples=tail_samples,
+                    rng=rng,
                 )
+            )
             done = hi
         assert done == len(scored)
         return merge_scores(

@@ -3,8 +3,9 @@
 Scoring runs one forward pass per chunk and asks the model for logits only at the scored
 positions (``logits_to_keep`` with a tensor of indices where the installed transformers accepts
 one), so the output layer does not run where nothing is scored; the model's own head then applies
-any logit soft-capping or scaling. Logits are reduced by :func:`summarize_logits` in blocks, with
-tail samples seeded from the tokens exactly as the GGUF backend does, so the two agree.
+any logit soft-capping or scaling. Logits are reduced by :func:`qgate_hf.scoring.summarize_tensor`:
+on the model's device for a subject pass, and on the host with tail samples seeded from the tokens
+exactly as the GGUF backend does for a reference pass, so the two agree.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from qgate.scoring.logits import (
     merge_scores,
     pick_token,
     scored_positions,
-    summarize_logits,
     tail_rng,
 )
+from qgate_hf.scoring import summarize_tensor
 
-_ROWS_PER_BLOCK = 64
 #: KV cache types the hf backend honours: the cache is kept in the model's own dtype
 DENSE_CACHES = ("f32", "f16", "bf16")
 _DTYPES = {
@@ -214,22 +214,17 @@ class HFModel(LoadedModel):
         token_array = np.asarray(tokens, dtype=np.int64)
         rng = tail_rng(token_array)
         logits = self._logits_at(tokens, scored - 1)
-        parts: list[TokenScores] = []
-        for row in range(0, len(scored), _ROWS_PER_BLOCK):
-            rows = slice(row, min(row + _ROWS_PER_BLOCK, len(scored)))
-            block = logits[rows].float().cpu().numpy()
-            targets_at = scored[rows]
-            parts.append(
-                summarize_logits(
-                    block,
-                    token_array[targets_at],
-                    start=int(targets_at[0]),
-                    top_k=top_k,
-                    gather=None if gather is None else gather[rows],
-                    tail_samples=tail_samples,
-                    rng=rng,
-                )
+        parts = [
+            summarize_tensor(
+                logits,
+                token_array,
+                scored,
+                top_k=top_k,
+                gather=gather,
+                tail_samples=tail_samples,
+                rng=rng,
             )
+        ]
         return merge_scores(
             parts,
             positions=scored if positions is not None else None,

@@ -62,7 +62,9 @@ def build(out: Path, steps: int, seed: int = 0) -> Path:
     )
     model = LlamaForCausalLM(config).to(device)
     ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], device=device)
-    seq, batch = 256, 16
+    # 512-token windows: qgate scores positions 257-511 of each 512-token chunk, and a model never
+    # trained that far would be judged on positions it has never seen
+    seq, batch = 512, 16
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     started = time.perf_counter()
     model.train()

@@ -14,7 +14,10 @@ set -uo pipefail
 OUT="${OUT:-$PWD/gpu-out}"
 WORK="${WORK:-/tmp/qgate-gpu}"
 SITE="${SITE:-/tmp/site}"
-mkdir -p "$OUT" "$WORK"
+DETAILS="$WORK/details"  # side files, returned as one archive (the device returns 8 files)
+rm -rf "$DETAILS"
+mkdir -p "$OUT" "$WORK" "$DETAILS"
+trap 'tar -czf "$OUT/details.tar.gz" -C "$DETAILS" . 2>/dev/null' EXIT
 export PYTHONUNBUFFERED=1
 exec > >(tee "$OUT/run_gpu.log") 2>&1
 
@@ -31,14 +34,16 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$SITE" .whl/*.whl || exit 3
 fi
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+# --upgrade: on a warm machine $SITE already holds the last run's qgate, and pip leaves an
+# existing package in a --target folder alone without it
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \
     --target "$SITE" . || exit 3
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$SITE/bin:$PATH"
 # run the installed qgate, not the source tree in the current directory
 qg() { (cd "$WORK" && python3 -m qgate "$@"); }
 elapsed install "$t"
-qg plugins | tee "$OUT/plugins.txt"
+qg plugins | tee "$DETAILS/plugins.txt"
 
 step "import exllamav2 (its CUDA extension compiles on first use, about 2 minutes)"
 t=$(date +%s)
@@ -50,7 +55,7 @@ step "build and train the reference model: $HF"
 t=$(date +%s)
 rm -rf "$HF"
 python3 tests/gpu/build_models.py "$HF" --steps "${TRAIN_STEPS:-400}" || exit 3
-cp "$HF/training.json" "$OUT/training.json"
+cp "$HF/training.json" "$DETAILS/training.json"
 elapsed "build+train" "$t"
 
 step "EXL2 measurement pass"
@@ -59,7 +64,7 @@ CAL=(-l 1024 -r 32 -ml 1024 -mr 8)
 rm -rf "$WORK/exl2-measure"
 python3 -m exllamav2.conversion.convert_exl2 -i "$HF" -o "$WORK/exl2-measure" -nr \
     -om "$WORK/measurement.json" "${CAL[@]}" || exit 3
-cp "$WORK/measurement.json" "$OUT/exl2-measurement.json"
+cp "$WORK/measurement.json" "$DETAILS/exl2-measurement.json"
 elapsed "exl2 measurement" "$t"
 
 SUBJECTS=()
@@ -90,7 +95,7 @@ fi
 
 step "inspect"
 for M in "$HF" "${SUBJECTS[@]}"; do
-    qg inspect "$M" --json > "$OUT/inspect-$(basename "$M").json" || exit 3
+    qg inspect "$M" --json > "$DETAILS/inspect-$(basename "$M").json" || exit 3
     qg inspect "$M"
 done
 
@@ -103,6 +108,12 @@ qg check "${SUBJECTS[@]}" --reference "$HF" --policy production \
 CODE=$?
 elapsed "qgate check" "$t"
 echo "qgate check exit code: $CODE (expected 1: the 2.5 bpw quant fails production)"
-echo "$CODE" > "$OUT/exit_code"
+echo "qgate check exit code: $CODE" >> "$OUT/timings.txt"
 cat "$OUT/summary.md" 2>/dev/null || true
+
+step "scoring speed: qgate's EXL2 pass vs exllamav2's own perplexity loop"
+for BPW in 4.0 2.5; do
+    python3 benchmarks/exl2_speed.py --subject "$WORK/model-exl2-$BPW" --reference "$HF" \
+        --chunks "${SPEED_CHUNKS:-16}" | tee -a "$OUT/exl2-speed.txt"
+done
 exit "$CODE"

@@ -1,0 +1,169 @@
+"""qgate's EXL2 scoring pass vs exllamav2's own perplexity loop, on one CUDA GPU.
+
+Both score the same chunks of qgate's English corpus (n_ctx tokens each, BOS first) with the same
+EXL2 model. exllamav2's loop is the one its test_inference script runs for perplexity: forward
+the whole chunk through the model with a cache, log-softmax the logits, gather the targets.
+qgate's pass is the subject pass of a `perplexity` + `kl-divergence` check: logits only where
+scored (the second half of each chunk), the subject's log-probabilities at the reference's
+top-k and tail-sample ids, and its top-1. The Hugging Face reference's scores come from the warm
+reference cache, as on every run after the first, so the timed part is the subject's pass only.
+
+    python benchmarks/exl2_speed.py --subject model-exl2-4.0 --reference model-hf [--chunks 16]
+
+Prints both wall times (median of --repeats), the ratio, and both perplexities (which must agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qgate.backend import BackendOptions
+from qgate.cache import ReferenceCache
+from qgate.datasets import load_dataset
+from qgate.hashing import DigestIndex
+from qgate.plugins import Registry
+from qgate.policy.model import DatasetSpec, EvaluationSettings
+from qgate.progress import Progress
+from qgate.scoring.evaluation import Evaluation, PairedScores, scored_start
+from qgate.session import ModelHandle
+
+CORPUS = Path(__file__).parents[1] / "qgate" / "data" / "corpora" / "en.txt"
+
+
+def qgate_pass(
+    subject: Path, reference: Path, cache_dir: Path, args: argparse.Namespace
+) -> tuple[list[float], PairedScores]:
+    """Subject pass wall times (the reference cache warmed first) and the last pass's scores."""
+    registry = Registry.from_environment()
+    counters: Counter[str] = Counter()
+    timings: defaultdict[str, float] = defaultdict(float)
+    progress = Progress(enabled=False)
+    digests = DigestIndex(None)
+    options = BackendOptions(n_ctx=args.n_ctx)
+
+    def handle(path: Path, backend: str) -> ModelHandle:
+        return ModelHandle(
+            path,
+            registry.backend(backend),
+            options,
+            digests=digests,
+            counters=counters,
+            timings=timings,
+            progress=progress,
+        )
+
+    ref, sub = handle(reference, "hf"), handle(subject, "exl2")
+    dataset = load_dataset(DatasetSpec(path=str(CORPUS), domain="en"))
+    settings = EvaluationSettings(
+        chunks=args.chunks, top_k=args.top_k, tail_samples=args.tail_samples
+    )
+
+    def evaluation() -> Evaluation:
+        return Evaluation(
+            [dataset],
+            settings,
+            cache=ReferenceCache(cache_dir),
+            counters=counters,
+            timings=timings,
+            progress=progress,
+        )
+
+    evaluation().paired(sub, ref)  # warms the reference cache, the subject's kernels and load
+    seconds = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        (paired,) = evaluation().paired(sub, ref)
+        seconds.append(time.perf_counter() - started)
+    assert counters["reference_cache_hits"] == args.repeats, counters
+    ref.close()
+    sub.close()
+    return seconds, paired
+
+
+def exllamav2_loop(
+    subject: Path, chunks: np.ndarray, args: argparse.Namespace
+) -> tuple[list[float], float]:
+    """exllamav2 alone: its perplexity loop over the same chunks; wall times and the NLL mean."""
+    import torch
+    from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config
+
+    config = ExLlamaV2Config(str(subject))
+    config.max_seq_len = args.n_ctx
+    config.max_input_len = args.n_ctx
+    config.max_attention_size = args.n_ctx**2
+    model = ExLlamaV2(config)
+    cache = ExLlamaV2Cache(model, max_seq_len=args.n_ctx, lazy=True)
+    model.load_autosplit(cache)
+    ids = torch.from_numpy(chunks.astype(np.int64))
+    first = scored_start(args.n_ctx) - 1  # logits at p predict token p + 1
+
+    def run() -> float:
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for row in ids:
+                cache.current_seq_len = 0
+                logits: Any = model.forward(row[None, :], cache).float()
+                logprobs = torch.log_softmax(logits[0, first:-1], dim=-1)
+                targets = row[first + 1 :].to(logprobs.device)
+                total += float(logprobs.gather(-1, targets[:, None]).sum())
+                count += len(targets)
+        torch.cuda.synchronize()
+        return -total / count
+
+    run()  # warm-up
+    seconds = []
+    nll = 0.0
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        nll = run()
+        seconds.append(time.perf_counter() - started)
+    model.unload()
+    return seconds, nll
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subject", type=Path, required=True, help="EXL2 folder")
+    parser.add_argument("--reference", type=Path, required=True, help="Hugging Face folder")
+    parser.add_argument("--chunks", type=int, default=16)
+    parser.add_argument("--n-ctx", type=int, default=512)
+    parser.add_argument("--top-k", type=int, default=64)
+    parser.add_argument("--tail-samples", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        ours, paired = qgate_pass(args.subject, args.reference, Path(cache_dir), args)
+        (entry,) = Path(cache_dir).rglob("*.npz")
+        with np.load(entry) as stored:
+            chunks = stored["tokens"]  # the very chunks qgate scored
+    theirs, nll = exllamav2_loop(args.subject, chunks, args)
+
+    ppl_qgate = float(np.exp(-paired.sub_logprob.mean()))
+    ppl_exl2 = float(np.exp(nll))
+    q, e = statistics.median(ours), statistics.median(theirs)
+    print(
+        f"{args.subject.name}: {len(chunks)} chunks x {args.n_ctx} tokens, "
+        f"{len(paired.sub_logprob)} scored, median of {args.repeats}"
+    )
+    print(f"exllamav2 perplexity loop  {e * 1000:8.1f} ms   PPL {ppl_exl2:.4f}")
+    print(f"qgate subject pass         {q * 1000:8.1f} ms   PPL {ppl_qgate:.4f}")
+    print(f"ratio qgate / exllamav2    {q / e:8.2f}x  (target <= 1.05)")
+    agree = abs(ppl_qgate - ppl_exl2) / ppl_exl2
+    print(f"PPL relative difference    {agree:8.3%}")
+    sys.exit(0 if agree < 0.01 else 1)
+
+
+if __name__ == "__main__":
+    main()
