@@ -29,6 +29,10 @@ class Check(ABC):
     Options: ClassVar[type] = NoOptions
     #: whether the check compares against a reference model (skipped when there is none)
     needs_reference: ClassVar[bool] = False
+    #: whether the check's verdicts come only from :meth:`CheckContext.paired_scores` with
+    #: intervals at :attr:`CheckContext.confidence`: then a policy with ``evaluation.looks > 1``
+    #: may judge it on the first chunks only, stopping once every verdict is clear
+    sequential: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, ctx: CheckContext) -> list[CheckResult]:
@@ -61,6 +65,12 @@ class CheckContext:
         return self.evaluation.generations.run(
             handle, requests, task=task, cacheable=handle is self.reference
         )
+
+    @property
+    def confidence(self) -> float:
+        """The confidence level of intervals over the shared scores: the policy's, raised under
+        sequential evaluation so that the error rate over all looks stays within the policy's."""
+        return self.evaluation.confidence(self.subject)
 
     @property
     def on_inconclusive(self) -> str:

@@ -31,6 +31,7 @@ from qgate.progress import Progress
 from qgate.provenance import collect as collect_provenance
 from qgate.results import CheckResult, RunReport, Severity, SubjectReport, Verdict
 from qgate.scoring.evaluation import Evaluation
+from qgate.sequential import is_clear, looks
 from qgate.session import ModelHandle
 from qgate.shard import ShardSelection
 
@@ -197,11 +198,17 @@ class Runner:
         fields = {**subject.info.condition_fields(), "n_ctx": self.options.n_ctx}
         self.progress.log(f"checking {subject.info.label} with policy {self.policy.name!r}")
         try:
-            for spec in self.policy.checks:
+            specs = [
+                spec
+                for spec in self.policy.checks
+                if (self.shard is None or self.shard.selects(str(path), spec.key))
+                and (not spec.when or matches(spec.when, fields))
+            ]
+            decided = self._sequential_looks(specs, subject, reference, evaluation)
+            for spec in specs:
                 check: Check = self.registry.checks[spec.use].item
-                if self.shard is not None and not self.shard.selects(str(path), spec.key):
-                    continue
-                if spec.when and not matches(spec.when, fields):
+                if spec.key in decided:
+                    subject_report.results.extend(decided[spec.key])
                     continue
                 if check.needs_reference and reference is None:
                     subject_report.results.append(
@@ -220,6 +227,58 @@ class Runner:
                 )
         finally:
             subject.close()
+
+    def _sequential_looks(
+        self,
+        specs: list[CheckSpec],
+        subject: ModelHandle,
+        reference: ModelHandle | None,
+        evaluation: Evaluation,
+    ) -> dict[str, list[CheckResult]]:
+        """Judge the sequential checks at each interim look (see :mod:`qgate.sequential`).
+
+        Leaves the subject's :class:`Look` where it stopped, for every check that reads the
+        shared scores, and returns the results of the look that decided them (nothing when the
+        whole budget was needed: the checks then run as usual, at the last look).
+        """
+        plan = looks(self.policy.evaluation)
+        sequential = [s for s in specs if self.registry.checks[s.use].item.sequential]
+        if len(plan) == 1 or reference is None or not sequential:
+            return {}
+        for number, look in enumerate(plan, start=1):
+            evaluation.looks[str(subject.path)] = look
+            self.counters["sequential_looks"] += 1
+            if look.chunks is None:
+                self.progress.log(
+                    f"{subject.info.label}: look {number}/{len(plan)}: the whole budget "
+                    f"({look.confidence:.2%} intervals)"
+                )
+                return {}
+            results = {
+                spec.key: self._run_check(
+                    self.registry.checks[spec.use].item, spec, subject, reference, evaluation
+                )
+                for spec in sequential
+            }
+            clear = all(is_clear(r) for rs in results.values() for r in rs)
+            self.progress.log(
+                f"{subject.info.label}: look {number}/{len(plan)}: {look.chunks} of "
+                f"{self.policy.evaluation.chunks} chunks per dataset, {look.confidence:.2%} "
+                f"intervals: {'every verdict clear, stopping' if clear else 'not yet clear'}"
+            )
+            if clear:
+                record = {
+                    "look": number,
+                    "looks": len(plan),
+                    "chunks": look.chunks,
+                    "budget": self.policy.evaluation.chunks,
+                    "confidence": look.confidence,
+                }
+                for rs in results.values():
+                    for result in rs:
+                        result.details["sequential"] = record
+                return results
+        return {}
 
     def _run_check(
         self,

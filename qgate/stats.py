@@ -62,11 +62,10 @@ def decide(
     if threshold is None:
         return Verdict.PASS, "no threshold set: reported only"
     if interval is not None:
-        worst = interval.high if comparison is Comparison.LE else interval.low
-        best = interval.low if comparison is Comparison.LE else interval.high
-        if comparison.holds(worst, threshold):
+        side = interval_side(interval, threshold, comparison)
+        if side is True:
             verdict, how = Verdict.PASS, "the whole interval meets the threshold"
-        elif not comparison.holds(best, threshold):
+        elif side is False:
             verdict, how = Verdict.FAIL, "the whole interval misses the threshold"
         else:
             verdict = Verdict(on_inconclusive)
@@ -79,3 +78,15 @@ def decide(
     if verdict is Verdict.FAIL and severity is Severity.WARN:
         verdict = Verdict.WARN
     return verdict, how
+
+
+def interval_side(interval: Interval, threshold: float, comparison: Comparison) -> bool | None:
+    """True when the whole interval meets the threshold, False when the whole of it misses,
+    None when it straddles the threshold (inconclusive)."""
+    worst = interval.high if comparison is Comparison.LE else interval.low
+    best = interval.low if comparison is Comparison.LE else interval.high
+    if comparison.holds(worst, threshold):
+        return True
+    if not comparison.holds(best, threshold):
+        return False
+    return None

@@ -44,7 +44,7 @@ def chunk_interval(
         scores.n_chunks,
         statistic,
         resamples=settings.bootstrap,
-        confidence=settings.confidence,
+        confidence=ctx.confidence,
         seed=settings.seed,
     )
 

@@ -57,6 +57,7 @@ class KLDivergenceCheck(Check):
     description = "KL divergence (mean, median, p99, p99.9) and top-1 agreement vs the reference"
     Options = KLDivergenceOptions
     needs_reference = True
+    sequential = True
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         options: KLDivergenceOptions = ctx.options

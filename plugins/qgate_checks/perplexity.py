@@ -37,6 +37,7 @@ class PerplexityCheck(Check):
     description = "relative perplexity rise vs the reference, with a paired bootstrap interval"
     Options = PerplexityOptions
     needs_reference = True
+    sequential = True
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         options: PerplexityOptions = ctx.options
@@ -102,7 +103,7 @@ class PerplexityCheck(Check):
                     "PPL reference",
                     "PPL subject",
                     "delta",
-                    "95% interval",
+                    f"{ctx.confidence * 100:g}% interval",
                 ],
                 "rows": rows,
             }

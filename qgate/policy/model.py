@@ -46,6 +46,13 @@ class EvaluationSettings:
         0.95, "confidence level of the intervals", minimum=0.5, maximum=0.999
     )
     seed: int = option(0, "seed of the bootstrap", minimum=0)
+    looks: int = option(
+        1,
+        "sequential evaluation: judge the scoring checks after each 1/looks of the chunks and "
+        "stop once every verdict is clear (1: score the whole budget)",
+        minimum=1,
+        maximum=16,
+    )
 
 
 @dataclass

@@ -3,6 +3,11 @@
 Every check that needs log-likelihoods (perplexity, KL divergence, ...) asks
 :meth:`Evaluation.paired` for the same subject and gets the same arrays: one forward pass per
 model per chunk, however many checks read it. ``counters['scoring_passes']`` proves it.
+
+Scoring is incremental, chunk by chunk: a :class:`Look` can limit a subject to the first chunks
+of each dataset (sequential evaluation, see :mod:`qgate.sequential`), and only those are scored,
+for the subject and for the reference. A reference entry in the disk cache may hold fewer chunks
+than the budget; a later run resumes it instead of starting again.
 """
 
 from __future__ import annotations
@@ -39,6 +44,31 @@ class ReferenceScores:
 
     FIELDS = ("tokens", "target_logprob", "top_ids", "top_logprobs", "tail_ids", "tail_logprobs")
 
+    @property
+    def done(self) -> int:
+        """Chunks scored so far (``tokens`` holds every chunk of the budget)."""
+        return len(self.target_logprob)
+
+    @classmethod
+    def unscored(cls, domain: str, tokens: np.ndarray) -> ReferenceScores:
+        empty = np.zeros((0, 0), dtype=np.float64)
+        return cls(domain, tokens, empty, empty, empty, empty, empty)
+
+    def extend(self, scored: list[TokenScores]) -> None:
+        """Append the scores of the next chunks, in order."""
+        new = {
+            "target_logprob": np.stack([s.target_logprob for s in scored]),
+            "top_ids": np.stack([s.top_ids for s in scored]),
+            "top_logprobs": np.stack([s.top_logprobs for s in scored]),
+            "tail_ids": np.stack([_or_empty(s.tail_ids, np.int32, len(s)) for s in scored]),
+            "tail_logprobs": np.stack(
+                [_or_empty(s.tail_logprobs, np.float32, len(s)) for s in scored]
+            ),
+        }
+        first = self.done == 0  # the unscored placeholders have no shape to extend
+        for name, array in new.items():
+            setattr(self, name, array if first else np.concatenate([getattr(self, name), array]))
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
@@ -68,6 +98,14 @@ class PairedScores:
         return np.bincount(self.chunk, weights=values) / np.bincount(self.chunk)
 
 
+@dataclass(frozen=True)
+class Look:
+    """How much of the scoring budget one subject's checks see, and at what confidence."""
+
+    chunks: int | None = None  #: per dataset; None: the whole budget
+    confidence: float | None = None  #: of the intervals; None: the policy's
+
+
 def scored_start(n_ctx: int) -> int:
     """llama-perplexity scores the second half of every chunk: logits from ``n_ctx // 2`` on."""
     return n_ctx // 2 + 1
@@ -93,119 +131,145 @@ class Evaluation:
         self.timings = timings
         self.progress = progress
         self._reference: dict[tuple[str, str], ReferenceScores] = {}
-        self._paired: dict[tuple[str, str], list[PairedScores]] = {}
+        self._subject: dict[tuple[str, str, str], list[TokenScores]] = {}
+        self._paired: dict[tuple[str, str, int | None], list[PairedScores]] = {}
+        self._compared: set[tuple[str, str]] = set()
+        #: per subject path: the part of the budget its checks see (sequential evaluation)
+        self.looks: dict[str, Look] = {}
         #: generations shared by the generation checks (the reference's cached on disk)
         self.generations = Generations(cache, counters=counters, timings=timings, progress=progress)
 
-    def reference_scores(self, reference: ModelHandle, dataset: Dataset) -> ReferenceScores:
-        """The reference's scores on ``dataset``: from memory, the disk cache, or a new pass."""
+    def budget(self, dataset: Dataset) -> int:
+        """Chunks of ``dataset`` a full pass scores (fewer when the text is shorter)."""
+        return dataset.chunks or self.settings.chunks
+
+    def look(self, subject: ModelHandle) -> Look:
+        return self.looks.get(str(subject.path), Look())
+
+    def confidence(self, subject: ModelHandle) -> float:
+        """The confidence level of the intervals judged for ``subject`` at its current look."""
+        return self.look(subject).confidence or self.settings.confidence
+
+    def reference_scores(
+        self, reference: ModelHandle, dataset: Dataset, chunks: int | None = None
+    ) -> ReferenceScores:
+        """The reference's scores on at least the first ``chunks`` chunks (None: all of them),
+        from memory, the disk cache, or new passes (which resume a partial cache entry)."""
         memo_key = (str(reference.path), dataset.digest)
-        if memo_key in self._reference:
-            return self._reference[memo_key]
         n_ctx = reference.options.n_ctx
-        chunks = dataset.chunks or self.settings.chunks
         key = cache_key(
             "reference-scores",
             model=reference.digest,
             text=dataset.digest,
             n_ctx=n_ctx,
-            chunks=chunks,
+            chunks=self.budget(dataset),
             top_k=self.settings.top_k,
             tail_samples=self.settings.tail_samples,
             kv_cache=reference.options.kv_cache,
             backend=reference.backend.name,
         )
-        cached = self.cache.load(key)
-        if cached is not None and set(cached) == set(ReferenceScores.FIELDS):
-            self.counters["reference_cache_hits"] += 1
-            self.progress.log(f"reference scores for {dataset.domain!r} from the cache")
-            scores = ReferenceScores(dataset.domain, from_cache=True, **cached)
-        else:
-            self.counters["reference_cache_misses"] += 1
-            model = reference.model
-            tokens = make_chunks(
-                lambda text: model.tokenize(text, add_bos=True),
-                model.bos_token,
-                dataset,
-                n_ctx=n_ctx,
-                max_chunks=chunks,
-            )
-            scored = [
-                self._score_chunk(
-                    reference,
-                    row,
-                    f"scoring reference {reference.info.label} [{dataset.domain}]",
-                    i,
-                    len(tokens),
-                    None,
+        scores = self._reference.get(memo_key)
+        if scores is None:
+            cached = self.cache.load(key)
+            if cached is not None and set(cached) == set(ReferenceScores.FIELDS):
+                scores = ReferenceScores(dataset.domain, from_cache=True, **cached)
+            else:
+                model = reference.model
+                tokens = make_chunks(
+                    lambda text: model.tokenize(text, add_bos=True),
+                    model.bos_token,
+                    dataset,
+                    n_ctx=n_ctx,
+                    max_chunks=self.budget(dataset),
                 )
-                for i, row in enumerate(tokens)
-            ]
-            scores = ReferenceScores(
-                dataset.domain,
-                tokens=tokens,
-                target_logprob=np.stack([s.target_logprob for s in scored]),
-                top_ids=np.stack([s.top_ids for s in scored]),
-                top_logprobs=np.stack([s.top_logprobs for s in scored]),
-                tail_ids=np.stack([_or_empty(s.tail_ids, np.int32, len(s)) for s in scored]),
-                tail_logprobs=np.stack(
-                    [_or_empty(s.tail_logprobs, np.float32, len(s)) for s in scored]
-                ),
+                scores = ReferenceScores.unscored(dataset.domain, tokens)
+            self._reference[memo_key] = scores
+            needed = _needed(scores, chunks)
+            if scores.done >= needed:
+                self.counters["reference_cache_hits"] += 1
+                self.progress.log(f"reference scores for {dataset.domain!r} from the cache")
+            else:
+                self.counters["reference_cache_misses"] += 1
+                if scores.done:
+                    self.progress.log(
+                        f"reference scores for {dataset.domain!r}: resuming a cached entry "
+                        f"of {scores.done} of {len(scores.tokens)} chunks"
+                    )
+        needed = _needed(scores, chunks)
+        if scores.done < needed:
+            task = f"scoring reference {reference.info.label} [{dataset.domain}]"
+            scores.extend(
+                [
+                    self._score_chunk(reference, scores.tokens[i], task, i, needed, None)
+                    for i in range(scores.done, needed)
+                ]
             )
             self.cache.store(key, scores.arrays())
-        self._reference[memo_key] = scores
         return scores
 
     def has_paired(self, subject: ModelHandle, reference: ModelHandle) -> bool:
         """Whether :meth:`paired` already ran for this pair (so calling it again costs nothing)."""
-        return (str(subject.path), str(reference.path)) in self._paired
+        return (str(subject.path), str(reference.path), self.look(subject).chunks) in self._paired
 
     def paired(self, subject: ModelHandle, reference: ModelHandle) -> list[PairedScores]:
-        """Subject vs reference on every dataset, computed once per subject and shared."""
-        memo_key = (str(subject.path), str(reference.path))
+        """Subject vs reference on every dataset, over the subject's current :class:`Look`.
+
+        Each chunk is scored once per model and shared by every check and every look.
+        """
+        look = self.look(subject)
+        memo_key = (str(subject.path), str(reference.path), look.chunks)
         if memo_key in self._paired:
             self.counters["scoring_pass_reuses"] += 1
             return self._paired[memo_key]
-        check_tokenizers(subject, reference)
+        pair = (str(subject.path), str(reference.path))
+        compare = pair not in self._compared
+        if compare:
+            check_tokenizers(subject, reference)
         results = []
         for dataset in self.datasets:
-            ref = self.reference_scores(reference, dataset)
-            if tokenizer_family(subject.info) != tokenizer_family(reference.info):
-                # vocabulary hashes of different formats do not compare: compare the very token
-                # sequences that are scored instead (the subject tokenizes the same text)
-                check_token_sequences(subject, reference, ref, dataset)
-            model = subject.model
-            if int(ref.top_ids.max()) >= model.n_vocab:
-                raise BackendError(
-                    f"{subject.info.label} has {model.n_vocab} tokens but the reference uses ids up to "
-                    f"{int(ref.top_ids.max())}: the vocabularies differ, so the KL divergence is meaningless"
+            ref = self.reference_scores(reference, dataset, look.chunks)
+            if compare:
+                self._check_vocabulary(subject, reference, ref, dataset)
+            n = _needed(ref, look.chunks)
+            parts = self._subject.setdefault((*pair, dataset.digest), [])
+            task = f"scoring {subject.info.label} [{dataset.domain}]"
+            for i in range(len(parts), n):
+                parts.append(
+                    self._score_chunk(subject, ref.tokens[i], task, i, n, ref.gather_ids(i))
                 )
-            parts = []
-            for i, row in enumerate(ref.tokens):
-                s = self._score_chunk(
-                    subject,
-                    row,
-                    f"scoring {subject.info.label} [{dataset.domain}]",
-                    i,
-                    len(ref.tokens),
-                    ref.gather_ids(i),
-                )
-                parts.append((s, i))
             started = time.perf_counter()
             results.append(
                 PairedScores(
                     domain=dataset.domain,
-                    chunk=np.concatenate([np.full(len(s), i) for s, i in parts]),
-                    ref_logprob=ref.target_logprob.reshape(-1),
-                    sub_logprob=np.concatenate([s.target_logprob for s, _ in parts]),
-                    kld=np.concatenate([_kld(ref, i, gathered(s)) for s, i in parts]),
-                    ref_top1=ref.top_ids[:, :, 0].reshape(-1),
-                    sub_top1=np.concatenate([s.top_ids[:, 0] for s, _ in parts]),
+                    chunk=np.concatenate([np.full(len(s), i) for i, s in enumerate(parts[:n])]),
+                    ref_logprob=ref.target_logprob[:n].reshape(-1),
+                    sub_logprob=np.concatenate([s.target_logprob for s in parts[:n]]),
+                    kld=np.concatenate(
+                        [_kld(ref, i, gathered(s)) for i, s in enumerate(parts[:n])]
+                    ),
+                    ref_top1=ref.top_ids[:n, :, 0].reshape(-1),
+                    sub_top1=np.concatenate([s.top_ids[:, 0] for s in parts[:n]]),
                 )
             )
             self.timings["statistics"] += time.perf_counter() - started
+        self._compared.add(pair)
         self._paired[memo_key] = results
         return results
+
+    @staticmethod
+    def _check_vocabulary(
+        subject: ModelHandle, reference: ModelHandle, ref: ReferenceScores, dataset: Dataset
+    ) -> None:
+        if tokenizer_family(subject.info) != tokenizer_family(reference.info):
+            # vocabulary hashes of different formats do not compare: compare the very token
+            # sequences that are scored instead (the subject tokenizes the same text)
+            check_token_sequences(subject, reference, ref, dataset)
+        model = subject.model
+        if int(ref.top_ids.max()) >= model.n_vocab:
+            raise BackendError(
+                f"{subject.info.label} has {model.n_vocab} tokens but the reference uses ids up to "
+                f"{int(ref.top_ids.max())}: the vocabularies differ, so the KL divergence is meaningless"
+            )
 
     def _score_chunk(
         self,
@@ -231,6 +295,12 @@ class Evaluation:
         self.counters["tokens_scored"] += len(result)
         self.progress.update(task, index + 1, total, "chunks")
         return result
+
+
+def _needed(scores: ReferenceScores, chunks: int | None) -> int:
+    """Chunks to score for a look at ``chunks`` (None: the whole budget)."""
+    total = len(scores.tokens)
+    return total if chunks is None else min(chunks, total)
 
 
 def _kld(ref: ReferenceScores, chunk: int, subject_at_ref_ids: np.ndarray) -> np.ndarray:
