@@ -51,6 +51,10 @@ class BackendError(QgateError):
     """A model could not be opened, loaded or run. The message says which file and why."""
 
 
+class UnsupportedKVCache(BackendError):
+    """The backend cannot run the requested KV cache type (a check may skip that type)."""
+
+
 class MissingExtraError(BackendError):
     """A backend needs an optional dependency that is not installed."""
 

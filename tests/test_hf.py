@@ -368,3 +368,23 @@ def test_token_sequences_compared_across_tokenizer_families(qgate, tmp_path, tin
     report = RunReport.from_dict(json.loads(out.read_text()))
     messages = " ".join(r.message or "" for r in report.subjects[0].results)
     assert "different token sequences" in messages
+
+
+def test_long_context_skips_a_kv_cache_type_the_backend_cannot_run(qgate, tmp_path, tiny_hf):
+    policy = tmp_path / "long.yaml"
+    policy.write_text(
+        "name: long\nbackend: {n_ctx: 128}\ndatasets: [en]\nchecks:\n"
+        "  - use: long-context\n"
+        "    options: {context: 256, kv_cache: [f16, q8_0], positions_per_bucket: 8}\n"
+    )
+    out = tmp_path / "r.json"
+    twin = _copy(tiny_hf, tmp_path / "twin")
+    result = qgate("check", twin, "--reference", tiny_hf, "--policy", policy, "--json", out, "-q")
+    assert result.code in (0, 1), result
+    results = {
+        r.name: r for r in RunReport.from_dict(json.loads(out.read_text())).subjects[0].results
+    }
+    skipped = results.get("long-context.late_excess_kld[q8_0]")
+    assert skipped is not None, results
+    assert skipped.verdict is Verdict.SKIP and "'q8_0' is not supported" in skipped.message, results
+    assert results["long-context.late_excess_kld[f16]"].verdict is Verdict.PASS

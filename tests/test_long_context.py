@@ -44,6 +44,7 @@ def run(qgate, tmp_path, policy_file, subject, reference) -> tuple[int, dict[str
 def test_buckets_and_positions():
     assert bucket_edges(4096) == [0, 512, 1024, 2048, 4096]
     assert bucket_edges(3000) == [0, 512, 1024, 2048, 3000]
+    assert bucket_edges(256) == [0, 128, 256]
     assert bucket_label(1024, 2048) == "1K-2K" and bucket_label(0, 512) == "0-512"
     positions, buckets = sample_positions([0, 512, 1024], 8)
     assert (

@@ -22,7 +22,7 @@ from qgate.errors import BackendError, MissingExtraError
 from qgate.hookspecs import hookimpl
 from qgate.progress import Progress
 from qgate_hf.folder import DTYPE_BITS, HFFolder, base_info, detected_quantization, read_folder
-from qgate_hf.model import HFModel, import_torch
+from qgate_hf.model import HFModel, import_torch, import_transformers
 
 #: tensors of one AWQ-quantized linear layer
 AWQ_SUFFIXES = ("qweight", "qzeros", "scales", "bias")
@@ -96,6 +96,11 @@ def awq_info(folder: HFFolder) -> ModelInfo:
     return info
 
 
+#: gptqmodel's AWQ kernel on CUDA: a Triton GEMM, compiled by Triton in seconds; gptqmodel's own
+#: choice ("auto": Machete, Marlin, ...) builds CUDA extensions with nvcc for minutes first
+GPU_KERNEL = "gemm_triton"
+
+
 class AWQModel(HFModel):
     """The hf backend's model, loaded through transformers' AWQ integration (gptqmodel)."""
 
@@ -115,7 +120,12 @@ class AWQModel(HFModel):
         super().__init__(path, info, options, **kw)
 
     def _load_kwargs(self) -> dict[str, Any]:
-        return {**super()._load_kwargs(), "device_map": self.device}
+        kwargs = {**super()._load_kwargs(), "device_map": self.device}
+        kernel = self.options.extra.get("kernel", GPU_KERNEL if self.device != "cpu" else None)
+        if kernel is not None and kernel != "auto":
+            transformers = import_transformers(self.backend_name, self.extra_name)
+            kwargs["quantization_config"] = transformers.AwqConfig(backend=kernel)
+        return kwargs
 
 
 class AWQBackend(Backend):

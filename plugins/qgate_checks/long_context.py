@@ -29,7 +29,7 @@ from qgate.backend import KV_CACHE_BITS, GenerationSettings, LoadedModel
 from qgate.cache import cache_key
 from qgate.check import Check, CheckContext
 from qgate.datasets import BUILTIN_CORPORA, load_dataset
-from qgate.errors import CheckError, PolicyError
+from qgate.errors import CheckError, PolicyError, UnsupportedKVCache
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.policy.model import DatasetSpec
@@ -69,8 +69,8 @@ class LongContextOptions:
 
 
 def bucket_edges(context: int) -> list[int]:
-    """0-512, 512-1K, 1-2K, 2-4K, ... up to ``context``."""
-    edges = [0, 512]
+    """0-512, 512-1K, 1-2K, 2-4K, ... up to ``context`` (halves below 1K: 0-128, 128-256)."""
+    edges = [0, min(512, context // 2)]
     while edges[-1] * 2 < context:
         edges.append(edges[-1] * 2)
     edges.append(context)
@@ -154,7 +154,11 @@ class LongContextCheck(Check):
             ctx.progress.log(
                 f"{ctx.subject.info.label}: long context {context} tokens, KV cache {kv}"
             )
-            model = ctx.subject.configured(n_ctx=context, kv_cache=kv)
+            try:
+                model = ctx.subject.configured(n_ctx=context, kv_cache=kv)
+            except UnsupportedKVCache as exc:  # e.g. a quantized cache on a transformers model
+                results.append(ctx.skip(str(exc), metric=f"late_excess_kld[{kv}]"))
+                continue
             sub = model.score(
                 tokens,
                 start=int(positions[0]),
@@ -225,6 +229,8 @@ class LongContextCheck(Check):
                 [kv, p.length, f"{p.depth:.0%}", "yes" if h else "no", "yes" if r else "no"]
                 for p, h, r in zip(probes, hits, ref_hits, strict=True)
             ]
+        if not series_kld:  # every KV cache type was skipped
+            return results
         ppl_ref = [
             float(np.exp(-ref["target_logprob"][buckets == b].mean()))
             for b in range(len(edges) - 1)

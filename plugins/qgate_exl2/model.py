@@ -33,7 +33,7 @@ from qgate.backend import (
     ModelInfo,
     TokenScores,
 )
-from qgate.errors import BackendError, CheckError, MissingExtraError
+from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
 from qgate.progress import Progress
 from qgate.scoring.logits import (
     merge_scores,
@@ -101,7 +101,7 @@ class EXL2Model(LoadedModel):
         parent: EXL2Model | None = None,
     ):
         if options.kv_cache not in CACHE_CLASSES:
-            raise BackendError(
+            raise UnsupportedKVCache(
                 f"the exl2 backend does not support KV cache type {options.kv_cache!r}; "
                 f"use one of {', '.join(CACHE_CLASSES)}"
             )

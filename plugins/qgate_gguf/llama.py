@@ -29,7 +29,7 @@ from qgate.backend import (
     ModelInfo,
     TokenScores,
 )
-from qgate.errors import BackendError, CheckError, MissingExtraError
+from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
 from qgate.scoring.logits import (
     merge_scores,
     pick_token,
@@ -117,7 +117,7 @@ class LlamaCppModel(LoadedModel):
         self.info = info
         self.options = options
         if options.kv_cache not in GGML_TYPES:
-            raise BackendError(
+            raise UnsupportedKVCache(
                 f"the gguf backend does not support KV cache type {options.kv_cache!r}; "
                 f"use one of {', '.join(GGML_TYPES)}"
             )

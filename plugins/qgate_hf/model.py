@@ -27,7 +27,7 @@ from qgate.backend import (
     ModelInfo,
     TokenScores,
 )
-from qgate.errors import BackendError, CheckError, MissingExtraError
+from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
 from qgate.scoring.logits import (
     merge_scores,
     pick_token,
@@ -118,7 +118,7 @@ class HFModel(LoadedModel):
         self.options = options
         self.path = path
         if options.kv_cache not in DENSE_CACHES:
-            raise BackendError(
+            raise UnsupportedKVCache(
                 f"the {self.backend_name} backend keeps the KV cache in the model's dtype; "
                 f"KV cache type {options.kv_cache!r} is not supported (use one of "
                 f"{', '.join(DENSE_CACHES)})"

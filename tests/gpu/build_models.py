@@ -92,24 +92,40 @@ def build(out: Path, steps: int, seed: int = 0) -> Path:
     return out
 
 
-def quantize_awq(source: Path, out: Path) -> bool:
-    """AWQ W4 g128 through gptqmodel, if it is installed; False when it is not."""
+def quantize_awq(source: Path, out: Path, rows: int = 32, length: int = 512) -> bool:
+    """AWQ W4 g128 (AutoAWQ GEMM layout) through gptqmodel, if it is installed.
+
+    Calibration: ``rows`` windows of ``length`` tokens of qgate's own corpora, the text the
+    model was trained on. Packing uses gptqmodel's pure-torch AWQ kernel, which writes the same
+    GEMM layout as the CUDA one without compiling anything (gptqmodel's AUTO choice is CUDA-only
+    and JIT-compiles). Tested with gptqmodel 7.5.0.
+    """
+    import os
+
+    # gptqmodel 7.5 sizes its CPU pool to (cores + 1) // 2 but asks for two loader workers:
+    # on a 2-core machine that is an error unless the pool is set explicitly
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, ((os.cpu_count() or 1) + 1) // 2)))
     try:
-        from gptqmodel import GPTQModel, QuantizeConfig
+        from gptqmodel import BACKEND, GPTQModel
+        from gptqmodel.quantization.config import FORMAT, AWQConfig
     except ImportError:
         print("gptqmodel is not installed: no AWQ model", flush=True)
         return False
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    text = corpus()
-    calibration = [text[i : i + 2000] for i in range(0, min(len(text), 256_000), 2000)]
-    config = QuantizeConfig(bits=4, group_size=128, quant_method="awq", format="gemm")
-    model = GPTQModel.load(str(source), config)
-    model.quantize(calibration, tokenizer=tokenizer, batch_size=4)
+    ids = tokenizer(corpus(), add_special_tokens=False)["input_ids"]
+    step = max(length, (len(ids) - length) // rows)
+    calibration = [
+        {"input_ids": ids[i : i + length], "attention_mask": [1] * length}
+        for i in range(0, len(ids) - length, step)
+    ][:rows]
+    config = AWQConfig(bits=4, group_size=128, sym=False, format=FORMAT.GEMM, desc_act=False)
+    model = GPTQModel.load(str(source), config, trust_remote_code=False, dtype=torch.float16)
+    model.quantize(calibration, batch_size=4, backend=BACKEND.AWQ_TORCH)
     model.save(str(out))
     tokenizer.save_pretrained(out)
-    print(f"saved {out}", flush=True)
+    print(f"saved {out} ({len(calibration)} calibration rows of {length} tokens)", flush=True)
     return True
 
 

@@ -38,6 +38,18 @@ fi
 # existing package in a --target folder alone without it
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \
     --target "$SITE" . || exit 3
+if compgen -G ".whl/awq/*.whl" >/dev/null; then
+    # gptqmodel 7.5 and the small packages it imports (pillow, requests, threadpoolctl are on
+    # the machine); --no-deps keeps pip from pulling datasets/torchao and downgrading numpy.
+    # pypcre is an sdist (a C extension); a pure-Python stand-in is the fallback
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" .whl/awq/*.whl || exit 3
+    python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \
+        --target "$SITE" .whl/awq/pypcre-*.tar.gz \
+        || python3 -m pip install -q --no-index --no-deps --no-cache-dir --upgrade \
+            --target "$SITE" .whl/awq/fallback/*.whl || exit 3
+fi
+export GPTQMODEL_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$SITE/bin:$PATH"
 # run the installed qgate, not the source tree in the current directory

@@ -1,0 +1,240 @@
+"""Every performance target of qgate, measured side by side on the Gemma 3 270M ladder.
+
+    python benchmarks/run.py --models models/ --llama-perplexity PATH [--only speed,cache,...]
+
+Targets (each printed with its figure, the ratio and the goal):
+
+- speed: qgate's reference + subject scoring pass (PPL and KLD) vs llama-perplexity's
+  ``--kl-divergence-base`` + ``--kl-divergence`` runs on the same chunks, same threads (Q2_K);
+- cache: qgate's stored reference outputs vs llama.cpp's KLD base file, and the KLD computed
+  from them vs llama.cpp's full-vocabulary KLD (Q8_0 and Q2_K);
+- warm: a second ``qgate check --policy production`` of Q8_0, the reference cached, vs the first;
+- memory: the peak RSS of those runs (``/usr/bin/time -v``) vs 2 x the larger model file + 1 GiB;
+- early: production's scoring checks with ``evaluation.looks`` vs the fixed budget, reference
+  cached: subject tokens scored, wall time, and whether every verdict is the same (Q8_0, Q2_K).
+
+Exits 1 when a target is missed. See benchmarks/README.md for recorded figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from agreement import llama_perplexity, qgate_scores
+from gemma_ladder import build
+
+TARGETS = ("speed", "cache", "warm", "memory", "early")
+CORPUS = Path(__file__).parents[1] / "qgate" / "data" / "corpora" / "en.txt"
+SCORING_POLICY = """\
+# production's scoring checks alone (perplexity, kl-divergence), for the early-decision target
+extends: production
+evaluation: {{looks: {looks}}}
+checks:
+  - {{use: repetition, enabled: false}}
+  - {{use: task-accuracy, enabled: false}}
+  - {{use: long-context, enabled: false}}
+  - {{use: quant-floor, enabled: false}}
+  - {{use: quant-floor, id: quant-floor-moe, enabled: false}}
+  - {{use: identity, enabled: false}}
+"""
+
+
+@dataclass
+class Row:
+    target: str
+    figure: str
+    ratio: float
+    goal: str
+    met: bool
+
+
+def qgate_cli(*args: str | Path, timed: bool = False) -> tuple[float, int | None, dict]:
+    """Run ``qgate ARGS --json F`` in a fresh process: wall seconds, peak RSS (KiB), the report."""
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "results.json"
+        command = [sys.executable, "-m", "qgate", *map(str, args), "--json", str(out), "-q"]
+        if timed:
+            command = ["/usr/bin/time", "-v", *command]
+        started = time.perf_counter()
+        run = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if run.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(command)} exited {run.returncode}:\n{run.stderr[-3000:]}")
+        rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
+        return seconds, int(rss.group(1)) if rss else None, json.loads(out.read_text())
+
+
+def speed_and_cache(args: argparse.Namespace, ladder: dict[str, Path], rows: list[Row]) -> None:
+    for quant in ("Q2_K", "Q8_0"):
+        with tempfile.TemporaryDirectory() as work:
+            theirs = llama_perplexity(
+                args.llama_perplexity,
+                ladder["F16"],
+                ladder[quant],
+                CORPUS,
+                args.chunks,
+                args.threads,
+                Path(work),
+            )
+        ours = qgate_scores(
+            ladder["F16"], ladder[quant], CORPUS, args.chunks, 64, 128, args.threads
+        )
+        if quant == "Q2_K" and "speed" in args.only:
+            their_s = theirs["seconds_reference"] + theirs["seconds_subject"]
+            ratio = ours["seconds_both"] / their_s
+            rows.append(
+                Row(
+                    "speed",
+                    f"qgate {ours['seconds_both']:.1f}s vs llama-perplexity {their_s:.1f}s "
+                    f"({args.chunks} chunks, {args.threads} threads)",
+                    ratio,
+                    "<= 1.05",
+                    ratio <= 1.05,
+                )
+            )
+        if "cache" in args.only:
+            size = ours["cache_bytes"] / theirs["base_file_bytes"]
+            rows.append(
+                Row(
+                    f"cache size {quant}",
+                    f"{ours['cache_bytes'] / 2**20:.2f} MiB vs {theirs['base_file_bytes'] / 2**20:.0f} MiB",
+                    size,
+                    "<= 0.01",
+                    size <= 0.01,
+                )
+            )
+            diff = abs(ours["kld_mean"] - theirs["kld_mean"]) / theirs["kld_mean"]
+            rows.append(
+                Row(
+                    f"cache KLD {quant}",
+                    f"mean KLD {ours['kld_mean']:.5f} vs full-vocabulary {theirs['kld_mean']:.5f}",
+                    diff,
+                    "<= 0.02",
+                    diff <= 0.02,
+                )
+            )
+
+
+def warm_and_memory(args: argparse.Namespace, ladder: dict[str, Path], rows: list[Row]) -> None:
+    with tempfile.TemporaryDirectory() as cache:
+        check = ("check", ladder["Q8_0"], "--reference", ladder["F16"], "--policy", "production")
+        options = ("--cache-dir", cache, "--threads", str(args.threads))
+        cold_s, cold_rss, cold = qgate_cli(*check, *options, timed=True)
+        warm_s, warm_rss, warm = qgate_cli(*check, *options, timed=True)
+    if "warm" in args.only:
+        ratio = cold_s / warm_s
+        rows.append(
+            Row(
+                "warm cache",
+                f"first {cold_s:.1f}s, second {warm_s:.1f}s (production, Q8_0; "
+                f"reference loads {cold['counters'].get('model_loads', 0)} -> "
+                f"{warm['counters'].get('model_loads', 0)} model loads)",
+                ratio,
+                ">= 1.8",
+                ratio >= 1.8,
+            )
+        )
+    if "memory" in args.only and cold_rss is not None and warm_rss is not None:
+        peak = max(cold_rss, warm_rss) * 1024
+        limit = 2 * max(ladder["F16"].stat().st_size, ladder["Q8_0"].stat().st_size) + 2**30
+        rows.append(
+            Row(
+                "memory",
+                f"peak RSS {peak / 2**30:.2f} GiB vs limit {limit / 2**30:.2f} GiB "
+                "(2 x F16 file + 1 GiB)",
+                peak / limit,
+                "<= 1",
+                peak <= limit,
+            )
+        )
+
+
+def early(args: argparse.Namespace, ladder: dict[str, Path], rows: list[Row]) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        policies = {}
+        for looks in (1, args.looks):
+            policies[looks] = Path(work) / f"scoring-{looks}.yaml"
+            policies[looks].write_text(SCORING_POLICY.format(looks=looks))
+        options = ("--cache-dir", Path(work) / "cache", "--threads", str(args.threads))
+        # the reference is cached first: both runs then score only the subject
+        baseline = ("baseline", ladder["F16"], "--policy", policies[1], *options, "-q")
+        subprocess.run([sys.executable, "-m", "qgate", *map(str, baseline)], check=True)
+        for quant in ("Q8_0", "Q2_K"):
+            check = ("check", ladder[quant], "--reference", ladder["F16"])
+            fixed_s, _, fixed = qgate_cli(*check, "--policy", policies[1], *options)
+            seq_s, _, seq = qgate_cli(*check, "--policy", policies[args.looks], *options)
+            same = _verdicts(fixed) == _verdicts(seq) and fixed["verdict"] == seq["verdict"]
+            share = seq["counters"]["tokens_scored"] / fixed["counters"]["tokens_scored"]
+            rows.append(
+                Row(
+                    f"early {quant}",
+                    f"{seq['counters']['tokens_scored']} of {fixed['counters']['tokens_scored']} "
+                    f"tokens, {seq_s:.1f}s vs {fixed_s:.1f}s, {seq['counters']['sequential_looks']} "
+                    f"of {args.looks} looks, verdict {seq['verdict']} "
+                    f"({'same' if same else 'DIFFERENT'} verdicts as the fixed budget)",
+                    share,
+                    "<= 0.40, same verdicts",
+                    share <= 0.40 and same,
+                )
+            )
+
+
+def _verdicts(report: dict) -> dict[str, str]:
+    return {
+        f"{r['check_id']}.{r['metric']}": r["verdict"]
+        for subject in report["subjects"]
+        for r in subject["results"]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--llama-perplexity", type=Path, default=os.environ.get("LLAMA_PERPLEXITY"))
+    parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--looks", type=int, default=8, help="looks of the early-decision runs")
+    parser.add_argument(
+        "--only", default=",".join(TARGETS), help=f"comma-separated subset of {', '.join(TARGETS)}"
+    )
+    args = parser.parse_args()
+    args.only = set(args.only.split(","))
+    if unknown := args.only - set(TARGETS):
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if {"speed", "cache"} & args.only and not (
+        args.llama_perplexity and Path(args.llama_perplexity).exists()
+    ):
+        parser.error(
+            "speed and cache need llama-perplexity: --llama-perplexity PATH (see agreement.py)"
+        )
+    ladder = build(args.models, ("Q8_0", "Q2_K"))
+    rows: list[Row] = []
+    if {"speed", "cache"} & args.only:
+        speed_and_cache(args, ladder, rows)
+    if {"warm", "memory"} & args.only:
+        warm_and_memory(args, ladder, rows)
+    if "early" in args.only:
+        early(args, ladder, rows)
+    print(f"{'target':<16} {'ratio':>8}  {'goal':<22} {'met':<4} figure")
+    for row in rows:
+        print(
+            f"{row.target:<16} {row.ratio:>8.4f}  {row.goal:<22} {'yes' if row.met else 'NO':<4} {row.figure}"
+        )
+    sys.exit(0 if all(row.met for row in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
