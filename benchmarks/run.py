@@ -10,8 +10,10 @@ Targets (each printed with its figure, the ratio and the goal):
   from them vs llama.cpp's full-vocabulary KLD (Q8_0 and Q2_K);
 - warm: a second ``qgate check --policy production`` of Q8_0, the reference cached, vs the first;
 - memory: the peak RSS of those runs (``/usr/bin/time -v``) vs 2 x the larger model file + 1 GiB;
-- early: production's scoring checks with ``evaluation.looks`` vs the fixed budget, reference
-  cached: subject tokens scored, wall time, and whether every verdict is the same (Q8_0, Q2_K).
+- early: the scoring checks of production and of permissive (on production's 8 chunks per
+  dataset) with ``evaluation.looks`` vs the fixed budget, reference cached: subject tokens
+  scored, wall time, and whether every verdict is the same (Q8_0, Q2_K). A quant whose
+  fixed-budget verdict is inconclusive (Q8_0 under production) must only give the same verdicts.
 
 Exits 1 when a target is missed. See benchmarks/README.md for recorded figures.
 """
@@ -36,8 +38,10 @@ from gemma_ladder import build
 
 TARGETS = ("speed", "cache", "warm", "memory", "early")
 CORPUS = Path(__file__).parents[1] / "qgate" / "data" / "corpora" / "en.txt"
-SCORING_POLICY = """\
-# production's scoring checks alone (perplexity, kl-divergence), for the early-decision target
+SCORING_POLICIES = {
+    # production's scoring checks alone: Q2_K fails them clearly; Q8_0 of a 270M model sits on
+    # the 1 % PPL floor (+0.75 %), so it is the borderline case that must run to the end
+    "production": """\
 extends: production
 evaluation: {{looks: {looks}}}
 checks:
@@ -47,7 +51,16 @@ checks:
   - {{use: quant-floor, enabled: false}}
   - {{use: quant-floor, id: quant-floor-moe, enabled: false}}
   - {{use: identity, enabled: false}}
-"""
+""",
+    # permissive's scoring checks on production's budget: Q8_0 passes clearly, Q2_K fails clearly
+    "permissive": """\
+extends: permissive
+evaluation: {{chunks: 8, looks: {looks}}}
+checks:
+  - {{use: repetition, enabled: false}}
+  - {{use: quant-floor, enabled: false}}
+""",
+}
 
 
 @dataclass
@@ -161,33 +174,43 @@ def warm_and_memory(args: argparse.Namespace, ladder: dict[str, Path], rows: lis
 
 
 def early(args: argparse.Namespace, ladder: dict[str, Path], rows: list[Row]) -> None:
-    with tempfile.TemporaryDirectory() as work:
-        policies = {}
-        for looks in (1, args.looks):
-            policies[looks] = Path(work) / f"scoring-{looks}.yaml"
-            policies[looks].write_text(SCORING_POLICY.format(looks=looks))
-        options = ("--cache-dir", Path(work) / "cache", "--threads", str(args.threads))
-        # the reference is cached first: both runs then score only the subject
-        baseline = ("baseline", ladder["F16"], "--policy", policies[1], *options, "-q")
-        subprocess.run([sys.executable, "-m", "qgate", *map(str, baseline)], check=True)
-        for quant in ("Q8_0", "Q2_K"):
-            check = ("check", ladder[quant], "--reference", ladder["F16"])
-            fixed_s, _, fixed = qgate_cli(*check, "--policy", policies[1], *options)
-            seq_s, _, seq = qgate_cli(*check, "--policy", policies[args.looks], *options)
-            same = _verdicts(fixed) == _verdicts(seq) and fixed["verdict"] == seq["verdict"]
-            share = seq["counters"]["tokens_scored"] / fixed["counters"]["tokens_scored"]
-            rows.append(
-                Row(
-                    f"early {quant}",
-                    f"{seq['counters']['tokens_scored']} of {fixed['counters']['tokens_scored']} "
-                    f"tokens, {seq_s:.1f}s vs {fixed_s:.1f}s, {seq['counters']['sequential_looks']} "
-                    f"of {args.looks} looks, verdict {seq['verdict']} "
-                    f"({'same' if same else 'DIFFERENT'} verdicts as the fixed budget)",
-                    share,
-                    "<= 0.40, same verdicts",
-                    share <= 0.40 and same,
+    for name, template in SCORING_POLICIES.items():
+        with tempfile.TemporaryDirectory() as work:
+            policies = {}
+            for looks in (1, args.looks):
+                policies[looks] = Path(work) / f"{name}-{looks}.yaml"
+                policies[looks].write_text(template.format(looks=looks))
+            options = ("--cache-dir", Path(work) / "cache", "--threads", str(args.threads))
+            # the reference is cached first: both runs then score only the subject
+            baseline = ("baseline", ladder["F16"], "--policy", policies[1], *options, "-q")
+            subprocess.run([sys.executable, "-m", "qgate", *map(str, baseline)], check=True)
+            for quant in ("Q8_0", "Q2_K"):
+                check = ("check", ladder[quant], "--reference", ladder["F16"])
+                fixed_s, _, fixed = qgate_cli(*check, "--policy", policies[1], *options)
+                seq_s, _, seq = qgate_cli(*check, "--policy", policies[args.looks], *options)
+                same = _verdicts(fixed) == _verdicts(seq) and fixed["verdict"] == seq["verdict"]
+                share = seq["counters"]["tokens_scored"] / fixed["counters"]["tokens_scored"]
+                borderline = fixed["verdict"] not in ("pass", "fail")
+                rows.append(
+                    Row(
+                        f"early {quant} {name}",
+                        f"{seq['counters']['tokens_scored']} of "
+                        f"{fixed['counters']['tokens_scored']} tokens, {seq_s:.1f}s vs "
+                        f"{fixed_s:.1f}s, {seq['counters']['sequential_looks']} of "
+                        f"{len(looks_of(args.looks))} looks, verdict {seq['verdict']} "
+                        f"({'same' if same else 'DIFFERENT'} verdicts as the fixed budget)",
+                        share,
+                        "same verdicts" if borderline else "<= 0.40, same verdicts",
+                        same and (borderline or share <= 0.40),
+                    )
                 )
-            )
+
+
+def looks_of(looks: int) -> list[object]:
+    from qgate.policy.model import EvaluationSettings
+    from qgate.sequential import looks as plan
+
+    return list(plan(EvaluationSettings(chunks=8, looks=looks)))
 
 
 def _verdicts(report: dict) -> dict[str, str]:

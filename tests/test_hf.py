@@ -44,7 +44,7 @@ checks:
 """
 
 
-def write_tiny_hf(folder: Path, seed: int = 0) -> Path:
+def write_tiny_hf(folder: Path, seed: int = 0, hidden: int = 64) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -63,8 +63,8 @@ def write_tiny_hf(folder: Path, seed: int = 0) -> Path:
     fast.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
     config = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,

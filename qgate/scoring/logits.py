@@ -58,22 +58,25 @@ def summarize_logits(
 
     :raises CheckError: if any logit is NaN or +Inf (a broken quant must never pass).
     """
-    row_max = logits.max(axis=1)
+    rows = np.arange(logits.shape[0])
+    k = min(top_k, logits.shape[1])
+    top1 = logits.argmax(axis=1) if k == 1 else None
+    # a subject pass needs its argmax anyway: the row maximum is then a lookup, not a pass
+    row_max = logits[rows, top1] if top1 is not None else logits.max(axis=1)
     if not np.isfinite(row_max).all():
         bad = int(np.flatnonzero(~np.isfinite(row_max))[0])
         raise CheckError(
             f"the model produced non-finite logits (NaN or Inf) at position {start + bad - 1}"
         )
-    shifted = np.exp(logits - row_max[:, None], dtype=np.float32)  # the one full-size temporary
+    shifted = np.subtract(logits, row_max[:, None], dtype=np.float32)  # the one full-size temporary
+    np.exp(shifted, out=shifted)
     total = shifted.sum(axis=1, dtype=np.float64)
     lse = (row_max + np.log(total)).astype(np.float64)
     if not np.isfinite(lse).all():
         raise CheckError(f"the model produced non-finite logits (NaN) near position {start}")
-    rows = np.arange(logits.shape[0])
     target_logprob = logits[rows, targets].astype(np.float64) - lse
-    k = min(top_k, logits.shape[1])
-    if k == 1:
-        top_ids = logits.argmax(axis=1)[:, None].astype(np.int32)
+    if top1 is not None:
+        top_ids = top1[:, None].astype(np.int32)
     else:
         part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(logits, part, axis=1), axis=1, kind="stable")
