@@ -119,3 +119,20 @@ def test_the_sweep_runs_on_a_real_model_and_q4_0_hurts_more_than_q8_0(qgate, tmp
     assert (
         results["late_excess_kld[q8_0]"].details["context"] == 2048
     )  # details ride on the first result
+
+
+def test_a_warm_run_never_loads_the_reference(qgate, fake, tmp_path):
+    """The long sequence, the reference's scores on it and its pass-key hits are all cached."""
+    options = "context: 1024, kv_cache: [f16, q8_0], positions_per_bucket: 8"
+    policy_file = policy(tmp_path, options)
+    ref, sub = fake("ref"), fake("sub", kv_decay=0.3)
+    reports = []
+    for _ in range(2):
+        out = tmp_path / "r.json"
+        result = qgate("check", sub, "--reference", ref, "--policy", policy_file, "--json", out)
+        assert result.code in (0, 1), result
+        reports.append(RunReport.from_dict(json.loads(out.read_text())))
+    cold, warm = reports
+    assert cold.counters["model_loads"] == 2 and warm.counters["model_loads"] == 1
+    first = {r.name: r.value for r in cold.subjects[0].results}
+    assert first == {r.name: r.value for r in warm.subjects[0].results}

@@ -122,3 +122,33 @@ def test_tail_samples_make_the_kld_estimate_unbiased_when_the_tail_matters():
         rng=np.random.default_rng(7),
     )
     assert np.array_equal(again.tail_ids, ref.tail_ids)  # seeded: repeatable
+
+
+@pytest.mark.parametrize("vocab", [300, 1000, 32000, 262144 + 77])
+def test_block_wise_top_k_is_the_exact_top_k(vocab):
+    from qgate.scoring.logits import top_k_ids
+
+    logits = (np.random.default_rng(vocab).standard_normal((6, vocab)) * 4).astype(np.float32)
+    logits[0, -1] = 100.0  # the largest in the remainder columns after the last whole block
+    expected = np.argsort(-logits, axis=1, kind="stable")[:, :64]
+    np.testing.assert_array_equal(top_k_ids(logits, 64), expected)
+
+
+@pytest.mark.parametrize("vocab", [300, 32000, 262144 + 77])
+def test_block_wise_tail_samples_follow_the_whole_vocabulary_cdf(vocab):
+    """The block-wise sampler picks what one cumulative sum over the whole row would pick."""
+    from qgate.scoring.logits import sample_tail, top_k_ids
+
+    rng = np.random.default_rng(vocab)
+    logits = (rng.standard_normal((5, vocab)) * 3).astype(np.float32)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    top = top_k_ids(logits, 16)
+    tail = weights.copy()
+    np.put_along_axis(tail, top.astype(np.int64), 0.0, axis=1)
+    cdf = np.cumsum(tail, axis=1, dtype=np.float64)
+    offsets = np.random.default_rng(9).random((5, 1))
+    points = (np.arange(32)[None, :] + offsets) / 32 * cdf[:, -1:]
+    expected = np.stack([np.searchsorted(cdf[r], points[r], side="right") for r in range(5)])
+    got = sample_tail(weights, top, 32, np.random.default_rng(9))
+    np.testing.assert_array_equal(got, expected)
+    assert not any(np.isin(got[r], top[r]).any() for r in range(5))  # never a top-k id

@@ -12,8 +12,9 @@ each cache type of the sweep gets three verdicts:
   the end; the reference's accuracy minus the subject's.
 
 Long sequences are built from the shipped corpora, each corpus at most once per sequence. Only a
-sample of positions per bucket is scored (logits are computed nowhere else), the reference at f16
-on the same weights' tokenizer, and the reference's scores are cached like the main pass's.
+sample of positions per bucket is scored (logits are computed nowhere else), the reference at f16.
+The reference's outputs (the token sequence, its scores and its pass-key answers) are cached
+together, so a second run of the same quant never loads the reference at the long context.
 """
 
 from __future__ import annotations
@@ -135,18 +136,17 @@ class LongContextCheck(Check):
             )
         settings = ctx.policy.evaluation
         context = options.context
-        reference = ctx.reference.configured(n_ctx=context, kv_cache="f16")
-        tokens = long_sequence(reference, options.corpora, context)
         edges = bucket_edges(context)
         positions, buckets = sample_positions(edges, options.positions_per_bucket)
-        ref = self._reference_scores(ctx, reference, tokens, positions)
-        gather = np.concatenate([ref["top_ids"], ref["tail_ids"]], axis=1)
-        k = ref["top_ids"].shape[1]
         lengths = options.retrieval_lengths or [context - 16]
         probes = retrieval_probes(
             lengths, options.retrieval_depths, seed=ctx.policy.evaluation.seed
         )
-        ref_hits = run_probes(reference, probes)
+        ref = self._reference_outputs(ctx, options, positions, probes)
+        tokens = ref["tokens"].tolist()
+        ref_hits = [bool(h) for h in ref["hits"]]
+        gather = np.concatenate([ref["top_ids"], ref["tail_ids"]], axis=1)
+        k = ref["top_ids"].shape[1]
 
         results: list[CheckResult] = []
         series_kld, series_ppl, rows, grid = [], [], [], []
@@ -270,26 +270,43 @@ class LongContextCheck(Check):
         )
         return results
 
-    def _reference_scores(
-        self, ctx: CheckContext, reference: LoadedModel, tokens: list[int], positions: np.ndarray
+    def _reference_outputs(
+        self,
+        ctx: CheckContext,
+        options: LongContextOptions,
+        positions: np.ndarray,
+        probes: list[Probe],
     ) -> dict[str, np.ndarray]:
+        """The reference's long sequence, its scores there and its pass-key hits, cached whole:
+        a warm run never loads the reference at the long context."""
         assert ctx.reference is not None
         settings = ctx.policy.evaluation
         key = cache_key(
             "long-context-reference",
             model=ctx.reference.digest,
-            n_ctx=len(tokens),
-            tokens=hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest(),
+            context=options.context,
+            corpora=options.corpora,
             positions=hashlib.sha256(positions.tobytes()).hexdigest(),
+            probes=[(p.length, p.depth, p.key) for p in probes],
             top_k=settings.top_k,
             tail_samples=settings.tail_samples,
             backend=ctx.reference.backend.name,
         )
+        fields = (
+            "tokens",
+            "hits",
+            "target_logprob",
+            "top_ids",
+            "top_logprobs",
+            "tail_ids",
+            "tail_logprobs",
+        )
         cached = ctx.evaluation.cache.load(key)
-        fields = ("target_logprob", "top_ids", "top_logprobs", "tail_ids", "tail_logprobs")
         if cached is not None and set(cached) == set(fields):
             ctx.evaluation.counters["reference_cache_hits"] += 1
             return cached
+        reference = ctx.reference.configured(n_ctx=options.context, kv_cache="f16")
+        tokens = long_sequence(reference, options.corpora, options.context)
         scores = reference.score(
             tokens,
             start=int(positions[0]),
@@ -299,6 +316,8 @@ class LongContextCheck(Check):
         )
         m = settings.tail_samples
         arrays = {
+            "tokens": np.asarray(tokens, dtype=np.int64),
+            "hits": np.asarray(run_probes(reference, probes), dtype=bool),
             "target_logprob": scores.target_logprob,
             "top_ids": scores.top_ids,
             "top_logprobs": scores.top_logprobs,
