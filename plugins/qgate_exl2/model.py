@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +36,8 @@ from qgate.backend import (
 from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
 from qgate.progress import Progress
 from qgate.scoring.logits import (
+    generate_tokens,
     merge_scores,
-    pick_token,
     scored_positions,
     tail_rng,
 )
@@ -226,41 +226,24 @@ class EXL2Model(LoadedModel):
             raise CheckError(
                 f"the prompt has {len(prompt_tokens)} tokens, more than the context of {self.n_ctx}"
             )
-        rng = np.random.default_rng(settings.seed)
-        out: list[int] = []
-        text = ""
-        finish: Literal["stop", "length", "eos"] = "length"
-        budget = min(settings.max_tokens, self.n_ctx - len(prompt_tokens))
         self._cache.current_seq_len = 0
         if len(prompt_tokens) > 1:
             for offset in range(0, len(prompt_tokens) - 1, self._piece):
                 end = min(offset + self._piece, len(prompt_tokens) - 1)
                 self._forward(prompt_tokens[offset:end], logits=False)
-        logits = self._forward(prompt_tokens[-1:], logits=True)
-        while len(out) < budget:
-            row = logits[-1].double().cpu().numpy()
-            if not np.isfinite(row).all():
-                raise CheckError(
-                    "the model produced non-finite logits (NaN or Inf) while generating"
-                )
-            token = pick_token(row, settings, rng)
-            if token in self._eos:
-                finish = "eos"
-                break
-            out.append(token)
-            text = self.detokenize(out)
-            stop = next((s for s in settings.stop if s and s in text), None)
-            if stop is not None:
-                finish = "stop"
-                text = text[: text.index(stop)]
-                break
-            logits = self._forward([token], logits=True)
-        return Generation(
-            text=text,
-            tokens=out,
-            finish_reason=finish,
+
+        def next_row(tokens: list[int]) -> np.ndarray:
+            return self._forward(tokens, logits=True)[-1].double().cpu().numpy()
+
+        return generate_tokens(
+            next_row(prompt_tokens[-1:]),
+            lambda token: next_row([token]),
+            settings=settings,
+            budget=min(settings.max_tokens, self.n_ctx - len(prompt_tokens)),
+            is_eos=lambda token: token in self._eos,
+            text_of=self.detokenize,
             prompt_tokens=len(prompt_tokens),
-            seconds=time.perf_counter() - started,
+            started=started,
         )
 
     def close(self) -> None:

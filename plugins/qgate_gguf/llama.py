@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +31,8 @@ from qgate.backend import (
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
 from qgate.scoring.logits import (
+    generate_tokens,
     merge_scores,
-    pick_token,
     scored_positions,
     summarize_logits,
     tail_rng,
@@ -288,39 +288,31 @@ class LlamaCppModel(LoadedModel):
             piece = prompt_tokens[offset : offset + self.n_batch]
             last = offset + len(piece) == len(prompt_tokens)
             self._decode(piece, offset, [last and i == len(piece) - 1 for i in range(len(piece))])
-        rng = np.random.default_rng(settings.seed)
-        out: list[int] = []
-        raw = b""
-        text = ""
-        finish: Literal["stop", "length", "eos"] = "length"
+        raw = bytearray()
         position = len(prompt_tokens)
-        budget = min(settings.max_tokens, self.n_ctx - len(prompt_tokens))
-        while len(out) < budget:
-            logits = np.array(self._output_logits(1)[0], dtype=np.float64)
-            if not np.isfinite(logits).all():
-                raise CheckError(
-                    "the model produced non-finite logits (NaN or Inf) while generating"
-                )
-            token = pick_token(logits, settings, rng)
-            if L.llama_vocab_is_eog(self._vocab, token):
-                finish = "eos"
-                break
-            out.append(token)
-            raw += self._piece(token)
-            text = raw.decode("utf-8", errors="replace")
-            stop = next((s for s in settings.stop if s and s in text), None)
-            if stop is not None:
-                finish = "stop"
-                text = text[: text.index(stop)]
-                break
+
+        def last_row() -> np.ndarray:
+            return np.array(self._output_logits(1)[0], dtype=np.float64)
+
+        def step(token: int) -> np.ndarray:
+            nonlocal position
             self._decode([token], position, [True])
             position += 1
-        return Generation(
-            text=text,
-            tokens=out,
-            finish_reason=finish,
+            return last_row()
+
+        def text_of(out: list[int]) -> str:
+            raw.extend(self._piece(out[-1]))  # pieces are bytes: a character may span tokens
+            return raw.decode("utf-8", errors="replace")
+
+        return generate_tokens(
+            last_row(),
+            step,
+            settings=settings,
+            budget=min(settings.max_tokens, self.n_ctx - len(prompt_tokens)),
+            is_eos=lambda token: bool(L.llama_vocab_is_eog(self._vocab, token)),
+            text_of=text_of,
             prompt_tokens=len(prompt_tokens),
-            seconds=time.perf_counter() - started,
+            started=started,
         )
 
     def close(self) -> None:

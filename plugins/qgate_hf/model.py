@@ -15,7 +15,7 @@ import inspect
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +29,8 @@ from qgate.backend import (
 )
 from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
 from qgate.scoring.logits import (
+    generate_tokens,
     merge_scores,
-    pick_token,
     scored_positions,
     tail_rng,
 )
@@ -246,43 +246,26 @@ class HFModel(LoadedModel):
             raise CheckError(
                 f"the prompt has {len(prompt_tokens)} tokens, more than the context of {self.n_ctx}"
             )
-        rng = np.random.default_rng(settings.seed)
-        out: list[int] = []
-        text = ""
-        finish: Literal["stop", "length", "eos"] = "length"
-        budget = min(settings.max_tokens, self.n_ctx - len(prompt_tokens))
         keep = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_params else {}
+        state: dict[str, Any] = {}
+
+        def next_row(ids: list[int], **kwargs: Any) -> np.ndarray:
+            tensor = torch.tensor([ids], dtype=torch.long, device=self.device)
+            result = self._model(input_ids=tensor, use_cache=True, **kwargs)
+            state["past"] = result.past_key_values
+            return result.logits[0, -1].double().cpu().numpy()
+
         with torch.no_grad():
-            ids = torch.tensor([prompt_tokens], dtype=torch.long, device=self.device)
-            result = self._model(input_ids=ids, use_cache=True, **keep)
-            while len(out) < budget:
-                logits = result.logits[0, -1].double().cpu().numpy()
-                if not np.isfinite(logits).all():
-                    raise CheckError(
-                        "the model produced non-finite logits (NaN or Inf) while generating"
-                    )
-                token = pick_token(logits, settings, rng)
-                if token in self._eos:
-                    finish = "eos"
-                    break
-                out.append(token)
-                text = self.detokenize(out)
-                stop = next((s for s in settings.stop if s and s in text), None)
-                if stop is not None:
-                    finish = "stop"
-                    text = text[: text.index(stop)]
-                    break
-                step = torch.tensor([[token]], dtype=torch.long, device=self.device)
-                result = self._model(
-                    input_ids=step, past_key_values=result.past_key_values, use_cache=True
-                )
-        return Generation(
-            text=text,
-            tokens=out,
-            finish_reason=finish,
-            prompt_tokens=len(prompt_tokens),
-            seconds=time.perf_counter() - started,
-        )
+            return generate_tokens(
+                next_row(prompt_tokens, **keep),
+                lambda token: next_row([token], past_key_values=state["past"]),
+                settings=settings,
+                budget=min(settings.max_tokens, self.n_ctx - len(prompt_tokens)),
+                is_eos=lambda token: token in self._eos,
+                text_of=self.detokenize,
+                prompt_tokens=len(prompt_tokens),
+                started=started,
+            )
 
     def close(self) -> None:
         if getattr(self, "_parent", None) is None and getattr(self, "_model", None) is not None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 import zlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
-from qgate.backend import GenerationSettings, TokenScores
+from qgate.backend import Generation, GenerationSettings, TokenScores
 from qgate.errors import CheckError
 
 
@@ -260,3 +261,52 @@ def pick_token(logits: np.ndarray, settings: GenerationSettings, rng: np.random.
         mask[keep] = probs[keep]
         probs = mask / mask.sum()
     return int(rng.choice(len(probs), p=probs))
+
+
+def generate_tokens(
+    logits: np.ndarray,
+    step: Callable[[int], np.ndarray],
+    *,
+    settings: GenerationSettings,
+    budget: int,
+    is_eos: Callable[[int], bool],
+    text_of: Callable[[list[int]], str],
+    prompt_tokens: int,
+    started: float,
+) -> Generation:
+    """The sampling loop every backend shares, from the logits after the prompt.
+
+    Picks a token from each logits row (:func:`pick_token`), stops at an end-of-generation token,
+    a stop string (cut off) or ``budget`` tokens.
+
+    :param step: feeds one token to the model and returns the next logits row.
+    :param text_of: the text of the tokens so far; called once after each new token.
+    :param started: ``time.perf_counter()`` when the call began, for the reported seconds.
+    :raises CheckError: on NaN or Inf logits.
+    """
+    rng = np.random.default_rng(settings.seed)
+    out: list[int] = []
+    text = ""
+    finish: Literal["stop", "length", "eos"] = "length"
+    while len(out) < budget:
+        if not np.isfinite(logits).all():
+            raise CheckError("the model produced non-finite logits (NaN or Inf) while generating")
+        token = pick_token(logits, settings, rng)
+        if is_eos(token):
+            finish = "eos"
+            break
+        out.append(token)
+        text = text_of(out)
+        stop = next((s for s in settings.stop if s and s in text), None)
+        if stop is not None:
+            finish = "stop"
+            text = text[: text.index(stop)]
+            break
+        logits = step(token)
+    return Generation(
+        text=text,
+        tokens=out,
+        finish_reason=finish,
+        prompt_tokens=prompt_tokens,
+        seconds=time.perf_counter() - started,
+    )
