@@ -98,8 +98,15 @@ def test_weights_stream_sample_and_compare(models: dict[str, Path]) -> None:
         assert info.shape == (256, 512)
         full = weights.read_rows(info.name)
         assert full.dtype == np.float32 and full.shape == (512, 256)
-        rows = np.array([3, 100, 511])
-        np.testing.assert_array_equal(weights.read_rows(info.name, rows), full[rows])
+        for rows in ([3, 100, 511], [7, 8, 9, 200, 201], [511, 3], []):
+            picked = np.array(rows, dtype=np.int64)
+            np.testing.assert_array_equal(weights.read_rows(info.name, picked), full[picked])
+        with pytest.raises(IndexError, match=r"rows must be in \[0, 512\)"):
+            weights.read_rows(info.name, np.array([0, 512]))
+        # read, not memory-mapped: during a run llama.cpp maps the same file already, and a
+        # second mapping faulted in around every sampled row would count it twice in the RSS
+        if Path("/proc/self/maps").exists():
+            assert str(models["ft-q8"].resolve()) not in Path("/proc/self/maps").read_text()
     sampled = {i.name: (rows, v) for i, rows, v in iter_tensors(models["ft"], max_elements=4096)}
     assert all(v.size <= max(4096, v.shape[1]) for _, v in sampled.values())
     assert sampled["token_embd.weight"][1].shape == (16, 256)  # 259 rows, every 17th

@@ -1,12 +1,14 @@
 """GGUF weights dequantized to float32, one tensor (or a block of rows) at a time.
 
 A weight-level comparison of two models must never hold both in memory: a 70B model is 140 GB
-in F16. :class:`GGUFWeights` memory-maps a file and reads the bytes of one tensor at the absolute
-offsets from :func:`~qgate_gguf.reader.read_gguf_header`, dequantizes them with
-``gguf.quants.dequantize`` and lets them go. Row sampling (every k-th row, deterministic, the
-same rows in every file of the same shape) bounds the time on large tensors, and
-:func:`compare_files` streams blocks of rows so even an unsampled comparison holds only
-``block_elements`` values per file at once.
+in F16. :class:`GGUFWeights` reads the bytes of one tensor's rows at the absolute offsets from
+:func:`~qgate_gguf.reader.read_gguf_header`, dequantizes them with ``gguf.quants.dequantize``
+and lets them go. It reads rather than memory-maps: touching every 64th row of a mapped tensor
+maps most of its pages (the kernel maps 64 KiB around each fault), and during a run that counts
+both files a second time in resident memory, next to llama.cpp's own mapping. Row sampling
+(every k-th row, deterministic, the same rows in every file of the same shape) bounds the time
+on large tensors, and :func:`compare_files` streams blocks of rows so even an unsampled
+comparison holds only ``block_elements`` values per file at once.
 
 Row ``r`` of a tensor is its ``r``-th run of ``shape[0]`` contiguous values (ggml order), so a
 quant block never straddles two rows and any set of rows can be dequantized on its own.
@@ -14,12 +16,12 @@ quant block never straddles two rows and any set of rows can be dequantized on i
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 
@@ -79,9 +81,10 @@ class GGUFWeights:
                 f"{self.path}: the file changed while it was read "
                 f"({self.header.file_size} bytes, now {size})"
             )
-        self._map: np.memmap[Any, np.dtype[np.uint8]] | None = (
-            np.memmap(self.path, dtype=np.uint8, mode="r") if size else None
-        )
+        try:
+            self._file: io.BufferedReader | None = self.path.open("rb")
+        except OSError as exc:
+            raise BackendError(f"{self.path}: cannot read: {exc.strerror}") from None
 
     def __enter__(self) -> GGUFWeights:
         return self
@@ -95,7 +98,9 @@ class GGUFWeights:
         self.close()
 
     def close(self) -> None:
-        self._map = None  # the memory map closes when its last view is gone
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def info(self, name: str) -> TensorInfo:
         try:
@@ -105,16 +110,18 @@ class GGUFWeights:
 
     def read_rows(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Rows of tensor ``name`` as float32 ``[len(rows), shape[0]]`` (all rows by default)."""
-        if self._map is None:
-            raise BackendError(f"{self.path}: the file is closed")
         info = self.info(name)
         gguf = self._gguf
         qtype = gguf.GGMLQuantizationType(info.type_id)
         block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
         length, n_rows = row_length(info), row_count(info)
         row_bytes = length // block_size * type_size
-        raw = self._map[info.offset : info.offset + info.n_bytes].reshape(n_rows, row_bytes)
-        selected = np.ascontiguousarray(raw if rows is None else raw[rows])
+        rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+            raise IndexError(
+                f"{name}: rows must be in [0, {n_rows}), got {rows.min()}-{rows.max()}"
+            )
+        selected = self._read(info, rows, row_bytes)
         try:
             values = gguf.quants.dequantize(selected, qtype)
         except (NotImplementedError, ValueError, TypeError) as exc:
@@ -122,6 +129,23 @@ class GGUFWeights:
                 f"{self.path}: tensor {name!r}: cannot dequantize type {info.type_name}: {exc}"
             ) from None
         return np.asarray(values, dtype=np.float32).reshape(selected.shape[0], length)
+
+    def _read(self, info: TensorInfo, rows: np.ndarray, row_bytes: int) -> np.ndarray:
+        """The raw bytes of ``rows``, one read per run of consecutive rows."""
+        if self._file is None:
+            raise BackendError(f"{self.path}: the file is closed")
+        out = np.empty((len(rows), row_bytes), dtype=np.uint8)
+        if len(rows) == 0:
+            return out
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for begin, end in zip([0, *breaks.tolist()], [*breaks.tolist(), len(rows)], strict=True):
+            self._file.seek(info.offset + int(rows[begin]) * row_bytes)
+            want = (end - begin) * row_bytes
+            if self._file.readinto(out[begin:end].data.cast("B")) != want:
+                raise BackendError(
+                    f"{self.path}: tensor {info.name!r}: the file ends inside the tensor's data"
+                )
+        return out
 
     def iter_tensors(
         self, *, max_elements: int | None = None
