@@ -45,7 +45,9 @@ class BackendOptions:
 
     n_ctx: int = option(512, "context size in tokens", minimum=16)
     threads: int | None = option(None, "CPU threads (default: all cores)", minimum=1)
-    batch_size: int | None = option(None, "tokens per forward pass (default: n_ctx)", minimum=1)
+    batch_size: int | None = option(
+        None, "tokens per forward pass (default: the backend chooses)", minimum=1
+    )
     gpu_layers: int = option(0, "layers to offload to the GPU (-1: all)", minimum=-1)
     kv_cache: KVCacheType = option("f16", "KV cache type for keys and values")
     seed: int = option(1234, "seed for sampling", minimum=0)

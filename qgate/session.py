@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +36,6 @@ class ModelHandle:
         self._timings = timings
         self._progress = progress
         self._model: LoadedModel | None = None
-        self._contexts: dict[tuple[int, str], LoadedModel] = {}
         self._digest: str | None = None
         started = time.perf_counter()
         self.info: ModelInfo = backend.inspect(path)
@@ -72,29 +73,33 @@ class ModelHandle:
         if total > 256 << 20:  # small files hash in a blink: no progress line for them
             self._progress.update(f"hashing {self.info.label}", done >> 20, total >> 20, "MiB")
 
-    def configured(self, *, n_ctx: int, kv_cache: str) -> LoadedModel:
-        """The model with another context size or KV cache type: a new context on the same
-        weights where the backend can share them, else a second load (counted)."""
-        key = (n_ctx, kv_cache)
-        if key == (self.options.n_ctx, self.options.kv_cache):
-            return self.model
-        if key not in self._contexts:
-            try:
-                self._contexts[key] = self.model.reconfigure(n_ctx=n_ctx, kv_cache=kv_cache)
-                self._counters["contexts"] += 1
-            except NotImplementedError:
-                options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]
-                self._progress.log(
-                    f"loading {self.info.label} again for n_ctx={n_ctx}, kv_cache={kv_cache}"
-                )
-                self._contexts[key] = self.backend.load(self.path, options)
-                self._counters["model_loads"] += 1
-        return self._contexts[key]
+    @contextmanager
+    def borrowed(self, *, n_ctx: int, kv_cache: str) -> Iterator[LoadedModel]:
+        """The model with another context size or KV cache type, freed when the block ends.
+
+        A new context on the same weights where the backend can share them, else a second load
+        (counted). Freed at once: a 4K context's KV cache and logits buffers (hundreds of MiB)
+        should not outlive the check that needed them.
+        """
+        if (n_ctx, kv_cache) == (self.options.n_ctx, self.options.kv_cache):
+            yield self.model  # the run's own context: lent, not freed
+            return
+        try:
+            model = self.model.reconfigure(n_ctx=n_ctx, kv_cache=kv_cache)
+            self._counters["contexts"] += 1
+        except NotImplementedError:
+            options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]
+            self._progress.log(
+                f"loading {self.info.label} again for n_ctx={n_ctx}, kv_cache={kv_cache}"
+            )
+            model = self.backend.load(self.path, options)
+            self._counters["model_loads"] += 1
+        try:
+            yield model
+        finally:
+            model.close()
 
     def close(self) -> None:
-        for context in self._contexts.values():  # before the model whose weights they share
-            context.close()
-        self._contexts.clear()
         if self._model is not None:
             self._model.close()
             self._model = None

@@ -164,6 +164,59 @@ def test_quantized_kv_cache_loads_and_changes_the_scores(tiny_ladder):
     )
 
 
+def test_decode_calls_are_cut_to_fit_the_logits_budget():
+    """llama.cpp sizes two buffers per context by the outputs of one decode call (x vocab)."""
+    from qgate_gguf.llama import default_batch
+
+    assert default_batch(32_000) == 512  # Llama 2: 64 MiB of logits per call
+    assert default_batch(262_144) == 128  # Gemma 3: 128 MiB instead of 512 MiB
+    assert default_batch(4_000_000) == 32  # never below 32 tokens a call
+
+
+def test_scores_do_not_depend_on_how_the_chunk_is_cut_into_decode_calls(tiny_ladder):
+    tokens = list(range(3, 250))
+    scores = {}
+    for batch in (16, 256):
+        model = backend().load(
+            tiny_ladder["F16"], BackendOptions(n_ctx=256, threads=2, batch_size=batch)
+        )
+        assert model.n_batch == batch
+        scores[batch] = model.score(tokens, start=100, top_k=4)
+        model.close()
+    np.testing.assert_allclose(
+        scores[16].target_logprob, scores[256].target_logprob, rtol=2e-3, atol=1e-3
+    )
+    assert (scores[16].top_ids[:, 0] == scores[256].top_ids[:, 0]).mean() > 0.95
+
+
+def test_a_borrowed_context_is_freed_and_the_loaded_model_kept(tiny_ladder):
+    from collections import Counter, defaultdict
+
+    from qgate.hashing import DigestIndex
+    from qgate.progress import Progress
+    from qgate.session import ModelHandle
+
+    counters: Counter[str] = Counter()
+    handle = ModelHandle(
+        tiny_ladder["F16"],
+        backend(),
+        BackendOptions(n_ctx=128, threads=2),
+        digests=DigestIndex(None),
+        counters=counters,
+        timings=defaultdict(float),
+        progress=Progress(enabled=False),
+    )
+    tokens = [3 + i % 250 for i in range(497)]  # the tiny vocabulary has 259 tokens
+    with handle.borrowed(n_ctx=512, kv_cache="q8_0") as long:
+        assert long.n_ctx == 512 and len(long.score(tokens, start=400, top_k=2)) == 97
+    assert long._ctx is None  # type: ignore[attr-defined]  # llama_free ran
+    with handle.borrowed(n_ctx=128, kv_cache="f16") as same:
+        assert same is handle.model  # the run's own context is lent, not freed
+    assert len(handle.model.score(tokens[:128], start=64, top_k=2)) == 64
+    assert counters["model_loads"] == 1 and counters["contexts"] == 1
+    handle.close()
+
+
 def test_unsupported_kv_cache_type_is_a_clear_error(tiny_ladder):
     with pytest.raises(BackendError, match="KV cache type 'q6'"):
         backend().load(tiny_ladder["F16"], BackendOptions(n_ctx=64, kv_cache="q6"))

@@ -155,17 +155,18 @@ class LongContextCheck(Check):
                 f"{ctx.subject.info.label}: long context {context} tokens, KV cache {kv}"
             )
             try:
-                model = ctx.subject.configured(n_ctx=context, kv_cache=kv)
+                with ctx.subject.borrowed(n_ctx=context, kv_cache=kv) as model:
+                    sub = model.score(
+                        tokens,
+                        start=int(positions[0]),
+                        positions=positions.tolist(),
+                        top_k=1,  # the subject reports log-probabilities at the reference's ids
+                        gather=gather,
+                    )
+                    hits = run_probes(model, probes)
             except UnsupportedKVCache as exc:  # e.g. a quantized cache on a transformers model
                 results.append(ctx.skip(str(exc), metric=f"late_excess_kld[{kv}]"))
                 continue
-            sub = model.score(
-                tokens,
-                start=int(positions[0]),
-                positions=positions.tolist(),
-                top_k=1,  # the subject only reports log-probabilities at the reference's ids
-                gather=gather,
-            )
             if sub.gathered_logprobs is None:
                 raise CheckError(
                     "the backend ignored the request for log-probabilities at given ids"
@@ -202,7 +203,6 @@ class LongContextCheck(Check):
                     f"with mean KLD {per_bucket[worst]:.4f} against the f16-cache reference",
                 )
             )
-            hits = run_probes(model, probes)
             drop = float(np.mean(ref_hits) - np.mean(hits))
             results.append(
                 ctx.result(
@@ -305,19 +305,20 @@ class LongContextCheck(Check):
         if cached is not None and set(cached) == set(fields):
             ctx.evaluation.counters["reference_cache_hits"] += 1
             return cached
-        reference = ctx.reference.configured(n_ctx=options.context, kv_cache="f16")
-        tokens = long_sequence(reference, options.corpora, options.context)
-        scores = reference.score(
-            tokens,
-            start=int(positions[0]),
-            positions=positions.tolist(),
-            top_k=settings.top_k,
-            tail_samples=settings.tail_samples,
-        )
+        with ctx.reference.borrowed(n_ctx=options.context, kv_cache="f16") as reference:
+            tokens = long_sequence(reference, options.corpora, options.context)
+            scores = reference.score(
+                tokens,
+                start=int(positions[0]),
+                positions=positions.tolist(),
+                top_k=settings.top_k,
+                tail_samples=settings.tail_samples,
+            )
+            hits = run_probes(reference, probes)
         m = settings.tail_samples
         arrays = {
             "tokens": np.asarray(tokens, dtype=np.int64),
-            "hits": np.asarray(run_probes(reference, probes), dtype=bool),
+            "hits": np.asarray(hits, dtype=bool),
             "target_logprob": scores.target_logprob,
             "top_ids": scores.top_ids,
             "top_logprobs": scores.top_logprobs,
