@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,7 +51,13 @@ def awq_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("awq")
     # 128 wide: AWQ's groups of 128 input channels need widths that are multiples of 128
     reference = write_tiny_hf(root / "hf", hidden=128)
-    assert quantize_awq(reference, root / "awq", rows=8, length=64)
+    # gptqmodel writes its processor logs to ./logs: keep them out of the checkout
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert quantize_awq(reference, root / "awq", rows=8, length=64)
+    finally:
+        os.chdir(cwd)
     return reference, root / "awq"
 
 
