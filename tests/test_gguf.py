@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qgate.backend import BackendOptions, GenerationSettings
-from qgate.errors import BackendError
+from qgate.errors import BackendError, CheckError
 from qgate.results import RunReport, Verdict
 from tests.conftest import needs_llama_cpp
 
@@ -243,6 +243,17 @@ def test_generation_is_greedy_deterministic_and_respects_budget_and_stops(tiny_l
         stopped = model.generate("Once upon a time", GenerationSettings(max_tokens=64, stop=[stop]))
         assert stopped.finish_reason == "stop"
         assert stop not in stopped.text and long.text.startswith(stopped.text)
+        prompt = "the river " * 200  # more tokens than the context
+        n_prompt = len(model.tokenize(prompt))
+        with pytest.raises(
+            CheckError, match=f"the prompt has {n_prompt} tokens, more than the context of 256"
+        ):
+            model.generate(prompt, GenerationSettings(max_tokens=8))
+        near = model.detokenize(model.tokenize(prompt, add_bos=False)[:250])
+        room = 256 - len(model.tokenize(near))  # the context, not max_tokens, bounds this one
+        filled = model.generate(near, GenerationSettings(max_tokens=64, temperature=1.0, seed=3))
+        assert 0 < room < 64 and len(filled.tokens) <= room
+        assert filled.finish_reason == "eos" or len(filled.tokens) == room
     finally:
         model.close()
 

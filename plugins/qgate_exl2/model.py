@@ -33,10 +33,11 @@ from qgate.backend import (
     ModelInfo,
     TokenScores,
 )
-from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
+from qgate.errors import BackendError, MissingExtraError, UnsupportedKVCache
 from qgate.progress import Progress
 from qgate.scoring.logits import (
     generate_tokens,
+    generation_budget,
     merge_scores,
     scored_positions,
     tail_rng,
@@ -222,10 +223,7 @@ class EXL2Model(LoadedModel):
     def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
         started = time.perf_counter()
         prompt_tokens = self.tokenize(prompt, add_bos=True)
-        if len(prompt_tokens) >= self.n_ctx:
-            raise CheckError(
-                f"the prompt has {len(prompt_tokens)} tokens, more than the context of {self.n_ctx}"
-            )
+        budget = generation_budget(len(prompt_tokens), self.n_ctx, settings)
         self._cache.current_seq_len = 0
         if len(prompt_tokens) > 1:
             for offset in range(0, len(prompt_tokens) - 1, self._piece):
@@ -239,7 +237,7 @@ class EXL2Model(LoadedModel):
             next_row(prompt_tokens[-1:]),
             lambda token: next_row([token]),
             settings=settings,
-            budget=min(settings.max_tokens, self.n_ctx - len(prompt_tokens)),
+            budget=budget,
             is_eos=lambda token: token in self._eos,
             text_of=self.detokenize,
             prompt_tokens=len(prompt_tokens),

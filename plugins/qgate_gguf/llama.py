@@ -32,6 +32,7 @@ from qgate.backend import (
 from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
 from qgate.scoring.logits import (
     generate_tokens,
+    generation_budget,
     merge_scores,
     scored_positions,
     summarize_logits,
@@ -295,10 +296,7 @@ class LlamaCppModel(LoadedModel):
         started = time.perf_counter()
         L = self._L
         prompt_tokens = self.tokenize(prompt, add_bos=True)
-        if len(prompt_tokens) >= self.n_ctx:
-            raise CheckError(
-                f"the prompt has {len(prompt_tokens)} tokens, more than the context of {self.n_ctx}"
-            )
+        budget = generation_budget(len(prompt_tokens), self.n_ctx, settings)
         self._clear()
         for offset in range(0, len(prompt_tokens), self.n_batch):
             piece = prompt_tokens[offset : offset + self.n_batch]
@@ -324,7 +322,7 @@ class LlamaCppModel(LoadedModel):
             last_row(),
             step,
             settings=settings,
-            budget=min(settings.max_tokens, self.n_ctx - len(prompt_tokens)),
+            budget=budget,
             is_eos=lambda token: bool(L.llama_vocab_is_eog(self._vocab, token)),
             text_of=text_of,
             prompt_tokens=len(prompt_tokens),

@@ -27,9 +27,10 @@ from qgate.backend import (
     ModelInfo,
     TokenScores,
 )
-from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
+from qgate.errors import BackendError, MissingExtraError, UnsupportedKVCache
 from qgate.scoring.logits import (
     generate_tokens,
+    generation_budget,
     merge_scores,
     scored_positions,
     tail_rng,
@@ -242,10 +243,7 @@ class HFModel(LoadedModel):
         started = time.perf_counter()
         torch = self._torch
         prompt_tokens = self.tokenize(prompt, add_bos=True)
-        if len(prompt_tokens) >= self.n_ctx:
-            raise CheckError(
-                f"the prompt has {len(prompt_tokens)} tokens, more than the context of {self.n_ctx}"
-            )
+        budget = generation_budget(len(prompt_tokens), self.n_ctx, settings)
         keep = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_params else {}
         state: dict[str, Any] = {}
 
@@ -260,7 +258,7 @@ class HFModel(LoadedModel):
                 next_row(prompt_tokens, **keep),
                 lambda token: next_row([token], past_key_values=state["past"]),
                 settings=settings,
-                budget=min(settings.max_tokens, self.n_ctx - len(prompt_tokens)),
+                budget=budget,
                 is_eos=lambda token: token in self._eos,
                 text_of=self.detokenize,
                 prompt_tokens=len(prompt_tokens),

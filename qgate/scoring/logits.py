@@ -162,8 +162,9 @@ def exp_in_place(values: np.ndarray) -> None:
     """``values = exp(values)`` for float32: the one vocabulary-wide transcendental per row.
 
     Through torch's vectorised exp when torch is installed (the hf extra): on the 2-core AVX2
-    machine the benchmarks ran on it is ~5x numpy's float32 exp (20 vs 99 ms for 64 x 262k), and
-    that difference is most of qgate's time outside llama.cpp. Both agree to float32 rounding.
+    machine the benchmarks ran on it is 2-5x numpy's float32 exp (19-20 ms against 37-99 ms for
+    64 x 262k, in two sessions), most of qgate's time outside llama.cpp. Both agree to float32
+    rounding; importing torch costs ~184 MiB of resident memory.
     """
     torch = _torch()
     if torch is None:
@@ -263,6 +264,16 @@ def pick_token(logits: np.ndarray, settings: GenerationSettings, rng: np.random.
     return int(rng.choice(len(probs), p=probs))
 
 
+def generation_budget(prompt_tokens: int, n_ctx: int, settings: GenerationSettings) -> int:
+    """Tokens a generation may add after a prompt of ``prompt_tokens`` in a context of ``n_ctx``.
+
+    :raises CheckError: if the prompt leaves no room (checked before anything is decoded).
+    """
+    if prompt_tokens >= n_ctx:
+        raise CheckError(f"the prompt has {prompt_tokens} tokens, more than the context of {n_ctx}")
+    return min(settings.max_tokens, n_ctx - prompt_tokens)
+
+
 def generate_tokens(
     logits: np.ndarray,
     step: Callable[[int], np.ndarray],
@@ -279,6 +290,7 @@ def generate_tokens(
     Picks a token from each logits row (:func:`pick_token`), stops at an end-of-generation token,
     a stop string (cut off) or ``budget`` tokens.
 
+    :param budget: see :func:`generation_budget`.
     :param step: feeds one token to the model and returns the next logits row.
     :param text_of: the text of the tokens so far; called once after each new token.
     :param started: ``time.perf_counter()`` when the call began, for the reported seconds.
