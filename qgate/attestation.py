@@ -20,6 +20,7 @@ from typing import Any
 
 from qgate.errors import ExitCode, QgateError
 from qgate.results import CheckResult, RunReport
+from qgate.text import writable
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://github.com/qgate-dev/qgate/attestation/verdict/v1"
@@ -159,7 +160,8 @@ def write_attestation(report: RunReport, path: Path) -> str | None:
         statement = build_statement(report)
     except NotAttestable as exc:
         return str(exc)
-    text = json.dumps(statement, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    # file names are untrusted: a non-UTF-8 name arrives as lone surrogates
+    text = writable(json.dumps(statement, indent=2, ensure_ascii=False, allow_nan=False)) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -5,10 +5,14 @@ would otherwise load and score the reference in every job. Run ``qgate baseline`
 cache directory (``actions/cache``), restore it in every job: their ``qgate check`` then reads the
 reference's top-k distributions from the cache (``reference_cache_hits``) and never loads it.
 
-The cache keys are the ones ``qgate check`` computes: the reference's content digest, the text's
-digest, n_ctx, chunks, top_k, the KV cache type and the backend. So the baseline must be run with
-the options the checks use (policy, ``--n-ctx``, ``--kv-cache``, ``--dataset``), or the checks
-miss the cache and score the reference again (correctly, only slower).
+The cache entries are the ones ``qgate check`` looks up, named by everything their content
+depends on: the reference's content digest, the text's digest, chunks, top_k, tail samples, the
+backend and its options (n_ctx, KV cache type, GPU layers, batch size, seed, ``extra``) and the
+scoring libraries' versions. So the baseline must be run with the options the checks use
+(policy, ``--n-ctx``, ``--kv-cache``, ``--gpu-layers``, ``--dataset``) and the same installed
+libraries, or the checks miss the cache and score the reference again (correctly, only slower).
+An existing entry is verified like any read (:mod:`qgate.cache`): one that fails is discarded,
+computed again, and counted in the summary line.
 """
 
 from __future__ import annotations
@@ -59,10 +63,12 @@ class BaselineOutcome:
                 f"  {entry.domain:<12} {entry.chunks} chunks, {entry.scored_tokens} scored tokens: {how}"
             )
         computed = sum(not e.from_cache for e in self.entries)
+        rejected = self.counters.get("reference_cache_rejected", 0)
         out.append(
             f"{len(self.entries)} dataset{'s' if len(self.entries) != 1 else ''}: "
-            f"{computed} computed, {len(self.entries) - computed} already cached; "
-            f"model loads: {self.counters.get('model_loads', 0)}"
+            f"{computed} computed, {len(self.entries) - computed} already cached"
+            + (f", {rejected} cached entries discarded as untrustworthy" if rejected else "")
+            + f"; model loads: {self.counters.get('model_loads', 0)}"
         )
         return out
 

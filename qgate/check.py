@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from qgate.options import NoOptions
-from qgate.results import CheckResult, Comparison, Interval, Severity, Verdict
+from qgate.results import CheckResult, Comparison, Interval, Severity, SkipCause, Verdict
 from qgate.stats import decide
 
 if TYPE_CHECKING:
@@ -113,9 +113,20 @@ class CheckContext:
             unit=unit,
             severity=severity,
             details=details or {},
+            on_inconclusive=self.on_inconclusive,
         )
 
-    def skip(self, message: str, metric: str = "") -> CheckResult:
+    def skip(
+        self, message: str, metric: str = "", *, cause: SkipCause = SkipCause.UNAVAILABLE
+    ) -> CheckResult:
+        """A result that measured nothing, and why.
+
+        :param cause: the default, ``UNAVAILABLE``, is for what the user controls (a missing
+            reference, extra, dataset or option): the policy's ``on_skip`` then turns the skip
+            of a fail-severity check into an ``error``, because a gate that could not measure
+            must not pass. ``NO_SIGNAL`` (the reference itself gives no usable signal) and
+            ``NOT_APPLICABLE`` (the risk does not exist for this subject) stand as skips.
+        """
         return CheckResult(
             check=self.check_name,
             check_id=self.spec.key,
@@ -123,6 +134,7 @@ class CheckContext:
             verdict=Verdict.SKIP,
             message=message,
             severity=Severity(self.spec.severity),
+            skip_cause=cause,
         )
 
 

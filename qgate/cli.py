@@ -6,15 +6,16 @@ that writes a file adds a ``--NAME FILE`` option, and plugins can add subcommand
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import yaml
@@ -22,7 +23,8 @@ import yaml
 from qgate import __version__
 from qgate.cache import ReferenceCache, default_cache_dir
 from qgate.datasets import dataset_from_path
-from qgate.errors import ExitCode, QgateError, UsageError
+from qgate.errors import ExitCode, InternalError, QgateError, UsageError
+from qgate.integrity import read_results
 from qgate.options import describe_schema
 from qgate.plugins import Registry
 from qgate.policy import load_policy
@@ -35,9 +37,35 @@ from qgate.shard import parse_shard, select_shard
 
 
 def exit_code_for(report: RunReport) -> ExitCode:
+    """The exit code the results give: 0 only when :attr:`RunReport.passes`."""
     if report.incomplete:
         return ExitCode.INTERNAL_ERROR
-    return ExitCode.GATE_FAILED if report.verdict.is_blocking else ExitCode.OK
+    return ExitCode.OK if report.passes else ExitCode.GATE_FAILED
+
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def contained(command: _Command) -> _Command:
+    """Run a built-in command so that nothing but its return value sets the exit code.
+
+    A library or plugin that calls ``sys.exit()`` (argparse's ``--help``, click's standalone
+    mode) while qgate measures or reports would otherwise end the process, possibly with 0 and
+    without results. Built-in commands return their exit code instead of exiting.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (SystemExit, GeneratorExit) as exc:
+            code = f"({exc.code!r})" if isinstance(exc, SystemExit) else ""
+            raise InternalError(
+                f"something tried to end the process ({type(exc).__name__}{code}) before qgate "
+                "had written its verdict; no verdict was reached"
+            ) from exc
+
+    return run  # type: ignore[return-value]
 
 
 def _reporter_options(registry: Registry) -> list[click.Option]:
@@ -65,7 +93,7 @@ def write_reports(
                 p.item.write(report, path)
             elif not p.item.writes_file and console:
                 click.echo(p.item.render(report))
-        except Exception as exc:  # report every failure, after trying all reporters
+        except (Exception, SystemExit) as exc:  # report every failure, after trying all
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
     if failures:
         raise click.ClickException("could not write reports: " + "; ".join(failures))
@@ -131,6 +159,14 @@ def make_cli(registry: Registry) -> click.Group:
         callback=_validate_shard,
         help="run only shard K of N (1-based); join the shards' JSON with qgate merge",
     )
+    @click.option(
+        "--run-id",
+        envvar="QGATE_RUN_ID",
+        default="",
+        help="names the run in the results; the shards of one CI run share it, and qgate merge "
+        "refuses files of different runs [default: $QGATE_RUN_ID]",
+    )
+    @contained
     def check(
         models: tuple[str, ...],
         policy_name: str,
@@ -148,8 +184,9 @@ def make_cli(registry: Registry) -> click.Group:
         profile: bool,
         attestation: Path | None,
         shard: str | None,
+        run_id: str,
         **outputs: Path | None,
-    ) -> None:
+    ) -> ExitCode:
         """Measure MODELS against the reference under a policy; exit 1 if a gate fails."""
         policy = load_policy(policy_name, registry.check_objects(), extra_dirs=registry.policy_dirs)
         options = with_backend_overrides(
@@ -167,6 +204,7 @@ def make_cli(registry: Registry) -> click.Group:
             cache=cache,
             progress=progress,
             backend_options=options,
+            run_id=run_id,
         )
         if shard is not None:
             runner.shard = select_shard(
@@ -196,7 +234,7 @@ def make_cli(registry: Registry) -> click.Group:
         report.timings["report"] = time.perf_counter() - started
         if profile:
             click.echo(_profile_text(report), err=True)
-        sys.exit(exit_code_for(report))
+        return exit_code_for(report)
 
     check.params.extend(_reporter_options(registry))
     cli.add_command(check)
@@ -204,11 +242,16 @@ def make_cli(registry: Registry) -> click.Group:
     @cli.command("report")
     @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--quiet", "-q", is_flag=True, help="do not print the console summary")
-    def report_cmd(results: Path, quiet: bool, **outputs: Path | None) -> None:
-        """Re-render reports from a RESULTS.json without measuring again."""
+    @contained
+    def report_cmd(results: Path, quiet: bool, **outputs: Path | None) -> ExitCode:
+        """Re-render reports from a RESULTS.json without measuring again.
+
+        Every verdict is recomputed from the numbers beside it; a file whose verdicts disagree
+        with them (edited, or damaged) is refused with exit 2.
+        """
         report = read_results(results)
         write_reports(registry, report, outputs, console=not quiet)
-        sys.exit(exit_code_for(report))
+        return exit_code_for(report)
 
     report_cmd.params.extend(_reporter_options(registry))
 
@@ -220,7 +263,8 @@ def make_cli(registry: Registry) -> click.Group:
         help="look the models up by file name under this directory instead of their recorded paths",
     )
     @click.option("--quiet", "-q", is_flag=True, help="no progress output on stderr")
-    def verify_cmd(results: Path, models: Path | None, quiet: bool) -> None:
+    @contained
+    def verify_cmd(results: Path, models: Path | None, quiet: bool) -> ExitCode:
         """Re-hash the model files RESULTS.json names and compare them with its digests.
 
         Exit 0 when every file matches, 1 on any MISMATCH, missing or extra file, 2 when the
@@ -232,14 +276,15 @@ def make_cli(registry: Registry) -> click.Group:
         for item in checks:
             click.echo(item.line())
         click.echo(verify.summary(checks))
-        sys.exit(verify.exit_code(checks))
+        return verify.exit_code(checks)
 
     @cli.command("merge")
     @click.argument(
         "results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
     )
     @click.option("--quiet", "-q", is_flag=True, help="do not print the console summary")
-    def merge_cmd(results: tuple[Path, ...], quiet: bool, **outputs: Path | None) -> None:
+    @contained
+    def merge_cmd(results: tuple[Path, ...], quiet: bool, **outputs: Path | None) -> ExitCode:
         """Join the JSON results of shards (qgate check --shard K/N) into one report.
 
         Exit 1 when the merged gate fails, or when a shard is missing or incomplete (each unit
@@ -255,7 +300,7 @@ def make_cli(registry: Registry) -> click.Group:
         for problem in outcome.problems:
             click.echo(f"qgate: {problem}", err=True)
         write_reports(registry, outcome.report, outputs, console=not quiet)
-        sys.exit(exit_code_for(outcome.report))
+        return exit_code_for(outcome.report)
 
     merge_cmd.params.extend(_reporter_options(registry))
 
@@ -287,6 +332,7 @@ def make_cli(registry: Registry) -> click.Group:
         help="reference cache directory [default: $QGATE_CACHE_DIR or ~/.cache/qgate]",
     )
     @click.option("--quiet", "-q", is_flag=True, help="no progress output on stderr")
+    @contained
     def baseline_cmd(
         reference: str,
         policy_name: str,
@@ -426,13 +472,6 @@ def make_cli(registry: Registry) -> click.Group:
     return cli
 
 
-def read_results(path: Path) -> RunReport:
-    try:
-        return RunReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path}: not a qgate results file: {exc}") from None
-
-
 def plugin_listing(registry: Registry) -> dict[str, list[dict[str, Any]]]:
     def rows(items: dict[str, Any], with_options: bool = False) -> list[dict[str, Any]]:
         out = []
@@ -495,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         registry = Registry.from_environment()
         cli = make_cli(registry)
-        cli.main(
+        code = cli.main(
             args=list(argv) if argv is not None else None, prog_name="qgate", standalone_mode=False
         )
     except click.exceptions.Exit as exc:
@@ -518,4 +557,5 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         click.echo("qgate: internal error (please report this with the traceback):", err=True)
         traceback.print_exc()
         sys.exit(ExitCode.INTERNAL_ERROR)
-    sys.exit(ExitCode.OK)
+    # built-in commands return their exit code; a plugin's command may return None (success)
+    sys.exit(int(code) if isinstance(code, int) else ExitCode.OK)

@@ -65,5 +65,11 @@ class MissingExtraError(BackendError):
         )
 
 
+class InternalError(QgateError):
+    """qgate or a plugin broke in a way that leaves no trustworthy verdict (exit 3)."""
+
+    exit_code = ExitCode.INTERNAL_ERROR
+
+
 class CheckError(QgateError):
     """A check could not produce a measurement (e.g. NaN logits). Becomes an ``error`` result."""

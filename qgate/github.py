@@ -2,12 +2,15 @@
 
 Steps, in the order the action runs them:
 
-``run``        run ``qgate check`` / ``baseline`` / ``merge`` from the action's inputs (environment
-               variables ``QGATE_*``), record its exit code as the step output ``exit-code``, and
-               exit 0, so the summary, annotations and artifacts are still written when the gate
-               fails. The action's last step exits with the recorded code.
 ``cache-key``  the key of the reference cache (``actions/cache``): OS, policy name and digest,
-               the reference's sha256, and qgate's version.
+               the reference's sha256, and qgate's version; and its directory (outside the
+               workspace unless the ``cache-dir`` input says otherwise).
+``run``        run ``qgate check`` / ``baseline`` / ``merge`` from the action's inputs (environment
+               variables ``QGATE_*``) into a fresh directory, copy the reports to the output paths
+               (after removing whatever stale files were there), and record the step outputs
+               ``exit-code``, ``run-id`` and ``invocation-id``. It exits 0, so the summary,
+               annotations and artifacts are still written when the gate fails; the action's last
+               step exits with the recorded code.
 ``outputs``    the action's outputs: ``verdict``, ``report`` (HTML path), ``results`` (JSON path),
                ``artifact-name``.
 ``summary``    the Markdown summary, appended to ``$GITHUB_STEP_SUMMARY``.
@@ -15,30 +18,42 @@ Steps, in the order the action runs them:
 ``comment``    post the Markdown summary as ONE pull-request comment, found again by a hidden
                marker and updated on later pushes (REST API through urllib, ``GITHUB_TOKEN``).
 
-Everything a model says about itself (labels, metadata) is untrusted: workflow commands are
-escaped, and qgate's own output is fenced with ``::stop-commands::`` so a model name cannot
-inject one.
+The steps after ``run`` report only results that this step's qgate wrote: the file at the ``json``
+path must carry the run id and the invocation id that ``run`` recorded, and its verdicts must
+agree with its numbers (:func:`qgate.integrity.read_results`). A missing, stale, foreign or
+edited file is an ``error`` verdict whose reason the summary and the annotation show.
+
+Everything a model says about itself (labels, metadata, messages) is untrusted: workflow commands
+are escaped, qgate's own output is fenced with ``::stop-commands::`` so a model name cannot inject
+one, and in the step summary and the comment it can neither mention anyone, nor link, nor reverse
+text (:func:`neutralise`).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import html
 import json
 import os
 import platform
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qgate import __version__
+from qgate.errors import UsageError
+from qgate.integrity import read_results
 from qgate.results import RunReport, Verdict
 
 #: the hidden marker that identifies qgate's pull-request comment
@@ -133,14 +148,120 @@ def set_output(name: str, value: str, *, env: Mapping[str, str] | None = None) -
         handle.write(text)
 
 
-def read_report(path: str | None) -> RunReport | None:
-    """The results file, or None when it is absent or unreadable (qgate failed before it)."""
+# -- results this step can trust -------------------------------------------------------------
+@dataclass(frozen=True)
+class StepResults:
+    """The results a step may report, or why there are none it can trust."""
+
+    report: RunReport | None
+    #: why ``report`` is None, shown in the summary, the annotation and the log
+    problem: str = ""
+    #: the exit code a zero exit becomes when there are no trustworthy results: 3 (qgate wrote
+    #: nothing, or something it should not have), 2 (the inputs were another run's results)
+    exit_code: int = 3
+
+
+def load_results(
+    path: str | None, *, run_id: str, invocation_id: str, require_invocation: bool = False
+) -> StepResults:
+    """The results file at ``path`` if it is this run's and its verdicts hold.
+
+    ``invocation_id`` (when given) names the one qgate process whose file this is: anything else at
+    the path is stale (an earlier run, a file committed by the pull request) or a copy. ``run_id``
+    (when given) names the run. With neither, a stale file could not be told from a fresh one, so
+    nothing is trusted. The verdicts are recomputed from the numbers (:func:`read_results`).
+    """
+    if require_invocation and not invocation_id:
+        return StepResults(None, "qgate wrote no results in this step (the log says why)")
+    if not run_id and not invocation_id:
+        return StepResults(
+            None,
+            "no run id to check the results file against (QGATE_RUN_ID): a stale or copied "
+            "file could not be told from this run's",
+        )
     if not path or not Path(path).is_file():
-        return None
+        return StepResults(None, f"qgate wrote no results file ({path or 'no json path'})")
     try:
-        return RunReport.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        report = read_results(Path(path))
+    except UsageError as exc:
+        return StepResults(None, f"the results file was refused: {exc}")
+    if invocation_id and report.invocation_id != invocation_id:
+        return StepResults(
+            None,
+            f"{path} was written by another qgate process (invocation "
+            f"{report.invocation_id or 'none'}, not this step's {invocation_id}): a stale, "
+            "committed or copied file is never reported",
+        )
+    if run_id and report.run_id != run_id:
+        return StepResults(
+            None,
+            f"{path} belongs to run {report.run_id or '(none)'!r}, not to this run "
+            f"{run_id!r}: results of another run are never reported as this run's",
+            exit_code=2,
+        )
+    return StepResults(report)
+
+
+def step_results(env: Mapping[str, str]) -> StepResults:
+    """The results for the steps after ``run``: the file that step wrote (``QGATE_STEP_RESULTS``,
+    outside the workspace) or the ``json`` path, checked against the ids ``run`` recorded."""
+    return load_results(
+        env.get("QGATE_STEP_RESULTS", "").strip() or env.get("QGATE_JSON", "").strip() or None,
+        run_id=env.get("QGATE_RUN_ID", "").strip(),
+        invocation_id=env.get("QGATE_INVOCATION_ID", "").strip(),
+        require_invocation=env.get("QGATE_EXPECT_INVOCATION", "").strip() == "true",
+    )
+
+
+# -- untrusted text in Markdown ---------------------------------------------------------------
+#: bidirectional controls: they display text in another order than it is stored (Trojan Source)
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: a zero-width space: breaks what GitHub would turn into a mention or a link, invisibly
+_ZWSP = "\u200b"
+#: what GitHub links or notifies from plain text: ``www.`` autolinks, issue references
+_WWW = re.compile(r"(?i)\b(www)\.")
+_ISSUE = re.compile(r"(?i)(#|\bgh-)(?=\d)")
+#: Markdown punctuation escaped with a backslash (``<``, ``>``, ``&`` become entities instead)
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
+
+
+def neutralise(text: str) -> str:
+    """``text`` that cannot mention anyone (``@name``, an e-mail autolink), autolink a URL
+    (``https://``, ``www.``), reference an issue (``#12``), or reverse the text around it.
+
+    For text that came from the results (a model's label and metadata, a check's message): GitHub
+    notifies whoever a comment mentions and links whatever looks like a URL, so a model named
+    ``@org/team`` would page a team. A zero-width space keeps the text readable; the Markdown
+    syntax itself (links, images, HTML) is escaped by the reporter or :func:`md_text`.
+    """
+    text = _BIDI.sub("", text)
+    text = text.replace("@", "@" + _ZWSP).replace("://", ":" + _ZWSP + "//")
+    text = _WWW.sub(lambda m: m.group(1) + _ZWSP + ".", text)
+    return _ISSUE.sub(lambda m: m.group(1) + _ZWSP, text)
+
+
+def neutralise_report(report: RunReport) -> RunReport:
+    """A copy of ``report`` with every string neutralised, for display only (verdicts and
+    numbers are untouched; the copy is never written)."""
+    return RunReport.from_dict(_neutralise_data(report.to_dict()))
+
+
+def _neutralise_data(data: Any) -> Any:
+    if isinstance(data, str):
+        return neutralise(data)
+    if isinstance(data, dict):
+        return {
+            neutralise(k) if isinstance(k, str) else k: _neutralise_data(v) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_neutralise_data(v) for v in data]
+    return data
+
+
+def md_text(value: object) -> str:
+    """Untrusted ``value`` as one line of Markdown text: neutralised, punctuation escaped."""
+    one_line = " ".join(str(value).split())
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", neutralise(one_line)), quote=False)
 
 
 def render_markdown(report: RunReport) -> str:
@@ -153,28 +274,39 @@ def render_markdown(report: RunReport) -> str:
     return str(reporter.item.render(report))
 
 
-def summary_markdown(
-    report: RunReport | None, markdown_path: str | None, exit_code: int | None
-) -> str:
-    """The summary: the Markdown report (written by qgate, or rendered from the results)."""
+def summary_markdown(results: StepResults, exit_code: int | None) -> str:
+    """The summary: the Markdown report rendered from the checked results (never a Markdown
+    file found on disk, which may be stale), with what the model said neutralised."""
+    report = results.report
     if report is None:
         code = "unknown" if exit_code is None else str(exit_code)
         return (
             "## qgate: ERROR\n\n"
-            f"qgate exited with code {code} before writing its results; the job log says why.\n"
+            f"No results this step can trust: {md_text(results.problem)}\n\n"
+            f"qgate exited with code {code}; the job log says why.\n"
         )
-    if markdown_path and Path(markdown_path).is_file():
-        text = Path(markdown_path).read_text(encoding="utf-8")
-    else:
-        text = render_markdown(report)
+    text = render_markdown(neutralise_report(report))
     if report.shard:
-        index, count = report.shard.get("index"), report.shard.get("count")
-        units, planned = report.shard.get("units") or [], report.shard.get("planned_units") or []
-        text += (
-            f"\n> Shard {index}/{count}: {len(units)} of {len(planned)} units of this run; "
-            "the merged verdict comes from `qgate merge`.\n"
-        )
+        text += shard_note(report.shard)
     return text
+
+
+def shard_note(shard: Mapping[str, Any]) -> str:
+    """The note under a shard's summary. The shard record comes from the results file, so every
+    value in it is printed as escaped text or a count, never as Markdown."""
+    units, planned = shard.get("units"), shard.get("planned_units")
+    done = len(units) if isinstance(units, list) else 0
+    total = len(planned) if isinstance(planned, list) else 0
+    return (
+        f"\n> Shard {_number(shard.get('index'))}/{_number(shard.get('count'))}: {done} of "
+        f"{total} units of this run; the merged verdict comes from `qgate merge`.\n"
+    )
+
+
+def _number(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return md_text(value)
 
 
 def _truncate(text: str, limit: int, note: str) -> str:
@@ -373,54 +505,68 @@ def expand(patterns: str, *, what: str) -> list[str]:
     return found
 
 
-def qgate_arguments(env: Mapping[str, str]) -> list[str]:
-    """The ``qgate`` command line for the action's inputs."""
+#: the reports the action writes, by input name, and their file names in the step's directory
+REPORTS = {
+    "junit": "junit.xml",
+    "html": "report.html",
+    "json": "results.json",
+    "markdown": "summary.md",
+}
+
+
+def qgate_arguments(
+    env: Mapping[str, str], *, reports: Mapping[str, str | Path] | None = None, run_id: str = ""
+) -> list[str]:
+    """The ``qgate`` command line for the action's inputs.
+
+    ``reports`` maps report names to the paths qgate writes (default: the inputs' paths). File
+    names from the inputs and their globs come last, after ``--``: a file named ``--n-ctx=16``
+    is a file, not an option.
+    """
     command = env.get("QGATE_COMMAND", "check").strip() or "check"
     policy = env.get("QGATE_POLICY", "").strip() or "production"
     reference = env.get("QGATE_REFERENCE", "").strip()
     cache_dir = env.get("QGATE_CACHE_DIR", "").strip()
     extra = shlex.split(env.get("QGATE_ARGS", ""))
-    reports = [
-        arg
-        for name in ("junit", "html", "json", "markdown")
-        if env.get(f"QGATE_{name.upper()}", "").strip()
-        for arg in (f"--{name}", env[f"QGATE_{name.upper()}"].strip())
-    ]
+    if reports is None:
+        reports = {
+            name: env[f"QGATE_{name.upper()}"].strip()
+            for name in REPORTS
+            if env.get(f"QGATE_{name.upper()}", "").strip()
+        }
+    report_args = [arg for name, path in reports.items() for arg in (f"--{name}", str(path))]
     if command == "check":
         models = expand(env.get("QGATE_MODELS", ""), what="model")
         if not models:
             raise InputError("the models input is empty: name the quants to check")
-        args = ["check", *models, "--policy", policy]
+        args = ["check", "--policy", policy]
         if reference:
             args += ["--reference", reference]
         if cache_dir:
             args += ["--cache-dir", cache_dir]
         if env.get("QGATE_SHARD", "").strip():
             args += ["--shard", env["QGATE_SHARD"].strip()]
-        return [*args, *reports, *extra]
+        if run_id:
+            args += ["--run-id", run_id]
+        return [*args, *report_args, *extra, "--", *models]
     if command == "baseline":
         if not reference:
             raise InputError("command baseline needs the reference input")
-        args = ["baseline", reference, "--policy", policy]
+        args = ["baseline", "--policy", policy]
         if cache_dir:
             args += ["--cache-dir", cache_dir]
-        return [*args, *extra]
+        return [*args, *extra, "--", reference]
     if command == "merge":
         files = expand(env.get("QGATE_RESULTS", ""), what="results file")
         if not files:
             raise InputError("the results input is empty: name the shards' results files")
-        return ["merge", *files, *reports, *extra]
+        return ["merge", *report_args, *extra, "--", *files]
     raise InputError(f"unknown command {command!r}: use check, baseline or merge")
 
 
-def run_qgate(env: Mapping[str, str]) -> int:
-    """Run qgate for the inputs; its output fenced so that nothing it prints (a model's name
-    included) is taken as a workflow command. Returns qgate's exit code."""
-    try:
-        args = qgate_arguments(env)
-    except InputError as exc:
-        print(workflow_command("error", str(exc), title="qgate: invalid input"))
-        return 2
+def run_qgate(args: Sequence[str]) -> int:
+    """Run ``qgate ARGS``, its output fenced so that nothing it prints (a model's name included)
+    is taken as a workflow command. Returns qgate's exit code."""
     token = secrets.token_hex(16)
     print(f"::stop-commands::{token}", flush=True)
     try:
@@ -429,6 +575,135 @@ def run_qgate(env: Mapping[str, str]) -> int:
     finally:
         print(f"::{token}::", flush=True)
     return code
+
+
+def step_run_id(env: Mapping[str, str]) -> str:
+    """The run id this step gives qgate and checks the results against: the ``run-id`` input,
+    else the workflow run's (``github-run-<GITHUB_RUN_ID>``), else a random one.
+
+    Every job of a workflow run gets the same one, so the shards of a matrix and the merge job
+    agree without being told, also after a re-run of the failed jobs (which keeps the run id and
+    only bumps the attempt). The step's own results are told apart by their invocation id.
+    """
+    given = env.get("QGATE_RUN_ID", "").strip()
+    if given:
+        return given
+    if env.get("GITHUB_RUN_ID", "").strip():
+        return f"github-run-{env['GITHUB_RUN_ID'].strip()}"
+    return f"local-{secrets.token_hex(8)}"
+
+
+def output_paths(env: Mapping[str, str]) -> dict[str, Path]:
+    """The reports' paths the inputs name (``junit``, ``html``, ``json``, ``markdown``)."""
+    return {
+        name: Path(env[f"QGATE_{name.upper()}"].strip())
+        for name in REPORTS
+        if env.get(f"QGATE_{name.upper()}", "").strip()
+    }
+
+
+def clear_stale(paths: Sequence[Path]) -> None:
+    """Remove the files at the output paths before qgate runs: a report left there (committed by
+    the pull request, or written by an earlier step) must not be uploaded or read as this run's.
+    A symlink is removed, never followed."""
+    for path in paths:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            raise InputError(f"the report path {path} exists and is not a file")
+
+
+def fresh_directory(env: Mapping[str, str]) -> Path:
+    """A new, empty directory for this step's reports, outside the workspace (``$RUNNER_TEMP``),
+    so no file the pull request put there can be taken for one qgate wrote."""
+    base = env.get("RUNNER_TEMP", "").strip() or None
+    return Path(tempfile.mkdtemp(prefix="qgate-run-", dir=base))
+
+
+def copy_reports(written: Mapping[str, Path], targets: Mapping[str, Path]) -> list[str]:
+    """Copy the reports qgate wrote to the inputs' paths; returns what could not be copied."""
+    failures = []
+    for name, target in targets.items():
+        source = written.get(name)
+        if source is None or not source.is_file():
+            continue
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        except OSError as exc:
+            failures.append(f"{name} report to {target}: {exc.strerror or exc}")
+    return failures
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the ``run`` step records: the exit code the gate ends with, the run id, and the
+    identity and place of the results this step's qgate wrote."""
+
+    exit_code: int
+    run_id: str
+    invocation_id: str = ""
+    results_file: str = ""
+
+
+def run_step(env: Mapping[str, str]) -> RunOutcome:
+    """Run qgate for the inputs into a fresh directory and copy its reports to the inputs' paths.
+
+    The exit code is 0 only when the step holds results that qgate wrote in this step, for this
+    run, whose verdicts agree with their numbers: a zero exit without them becomes an error.
+    """
+    command = env.get("QGATE_COMMAND", "check").strip() or "check"
+    run_id = step_run_id(env)
+    try:
+        targets = output_paths(env)
+        clear_stale(list(targets.values()))
+        fresh = fresh_directory(env)
+        # the JSON results always: the steps after this one read them, whatever the inputs say
+        written = {name: fresh / REPORTS[name] for name in REPORTS if name in targets}
+        written["json"] = fresh / REPORTS["json"]
+        args = qgate_arguments(env, reports=written, run_id=run_id)
+    except InputError as exc:
+        print(workflow_command("error", str(exc), title="qgate: invalid input"))
+        return RunOutcome(2, run_id)
+    code = run_qgate(args)
+    failures = copy_reports(written, targets)
+    for failure in failures:
+        print(workflow_command("error", f"could not copy the {failure}", title="qgate"))
+    if command == "baseline":
+        return RunOutcome(code, run_id)
+    results = load_results(str(written["json"]), run_id=run_id, invocation_id="")
+    if results.report is None or failures:
+        problem = results.problem or "the reports could not be copied to their paths"
+        print(workflow_command("error", problem, title="qgate: no results to report"))
+        return RunOutcome(code or results.exit_code, run_id)
+    return RunOutcome(code, run_id, results.report.invocation_id, str(written["json"]))
+
+
+def cache_directory(env: Mapping[str, str]) -> str:
+    """The reference cache directory: the ``cache-dir`` input, else ``qgate-cache`` under
+    ``$RUNNER_TEMP``, outside the workspace, which a pull request can write."""
+    given = env.get("QGATE_CACHE_DIR", "").strip()
+    if given:
+        workspace = env.get("GITHUB_WORKSPACE", "").strip()
+        if workspace and _inside(Path(given), Path(workspace)):
+            print(
+                workflow_command(
+                    "warning",
+                    f"the reference cache directory {given} is inside the workspace, which the "
+                    "pull request under test can write: leave cache-dir empty to keep it outside",
+                    title="qgate",
+                )
+            )
+        return given
+    return str(Path(env.get("RUNNER_TEMP", "").strip() or tempfile.gettempdir()) / "qgate-cache")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def cache_key(env: Mapping[str, str]) -> str:
@@ -472,46 +747,54 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         "step", choices=["run", "cache-key", "outputs", "summary", "annotate", "comment"]
     )
     step = parser.parse_args(argv).step
-    results = env.get("QGATE_JSON", "").strip() or None
     if step == "run":
-        set_output("exit-code", str(run_qgate(env)), env=env)
+        outcome = run_step(env)
+        set_output("exit-code", str(outcome.exit_code), env=env)
+        set_output("run-id", outcome.run_id, env=env)
+        set_output("invocation-id", outcome.invocation_id, env=env)
+        set_output("results-file", outcome.results_file, env=env)
         return 0
     if step == "cache-key":
+        directory = cache_directory(env)
+        set_output("dir", directory, env=env)
         try:
-            set_output("key", cache_key(env), env=env)
+            set_output("key", cache_key({**env, "QGATE_CACHE_DIR": directory}), env=env)
         except Exception as exc:  # no key means no cache: slower, never wrong
             print(workflow_command("warning", f"no reference cache: {exc}", title="qgate"))
             set_output("key", "", env=env)
         return 0
-    report = read_report(results)
+    results = step_results(env)
     if step == "outputs":
-        verdict = report.verdict.value if report is not None else "error"
-        html = env.get("QGATE_HTML", "").strip()
-        set_output("verdict", verdict, env=env)
-        set_output("report", html if html and Path(html).is_file() else "", env=env)
-        set_output("results", results if report is not None and results else "", env=env)
-        set_output("artifact-name", artifact_name(env), env=env)
-        return 0
+        return _outputs_step(results, env)
     if step == "annotate":
-        if report is None:
-            code = _exit_code(env)
-            if code:
-                print(
-                    workflow_command(
-                        "error",
-                        f"qgate exited with code {code} before writing results; see the log",
-                        title="qgate",
-                    )
-                )
-            return 0
-        for line in annotation_lines(report):
-            print(line)
-        return 0
-    markdown = summary_markdown(report, env.get("QGATE_MARKDOWN", "").strip(), _exit_code(env))
+        return _annotate_step(results)
+    markdown = summary_markdown(results, _exit_code(env))
     if step == "summary":
         write_summary(markdown, env=env)
         return 0
     print(post_comment(env, markdown))  # step == "comment"
+    return 0
+
+
+def _outputs_step(results: StepResults, env: Mapping[str, str]) -> int:
+    report = results.report
+    json_path = env.get("QGATE_JSON", "").strip()
+    html_path = env.get("QGATE_HTML", "").strip()
+    written = report is not None
+    set_output("verdict", report.verdict.value if report is not None else "error", env=env)
+    set_output("report", html_path if written and Path(html_path).is_file() else "", env=env)
+    set_output("results", json_path if written and Path(json_path).is_file() else "", env=env)
+    set_output("artifact-name", artifact_name(env), env=env)
+    return 0
+
+
+def _annotate_step(results: StepResults) -> int:
+    if results.report is None:
+        message = f"no results this step can trust: {results.problem}"
+        print(workflow_command("error", neutralise(message), title="qgate: error"))
+        return 0
+    for line in annotation_lines(neutralise_report(results.report)):
+        print(line)
     return 0
 
 

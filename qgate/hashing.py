@@ -1,14 +1,18 @@
-"""Content digests of model files, streamed and remembered by (path, size, mtime).
+"""Content digests of model files, streamed and read from their bytes in every run.
 
-A 70B model is hashed once per machine: the digest is stored in a small JSON index in the cache
-directory and reused while the file's size and modification time are unchanged.
+A digest names what a verdict was measured on (provenance, attestations, the reference cache's
+keys), so it is never taken from a file: an index in the cache directory, keyed by path, size and
+mtime, let a planted entry make an attestation name a file that was never measured. Within one
+run each file is read once (:class:`DigestIndex` remembers it while its identity and stat are
+unchanged); the next run reads it again. With the SHA instructions of current x86 and ARM CPUs
+that costs about as much as reading the file once more, small next to scoring it (docs/ci.md
+has the figure for Gemma 3 270M).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,34 +45,29 @@ def manifest_digest(manifest: dict[str, str]) -> str:
 
 
 class DigestIndex:
-    """Remembers file digests keyed by absolute path, size and mtime."""
+    """Digests of one run's files, each file read once in the run.
 
-    def __init__(self, directory: Path | None):
-        self.file = directory / "digests.json" if directory else None
-        self._entries: dict[str, dict[str, object]] = {}
-        if self.file and self.file.is_file():
-            try:
-                self._entries = json.loads(self.file.read_text())
-            except (OSError, ValueError):
-                self._entries = {}  # a damaged index is only a cache: start again
+    Nothing is persisted or read back from disk. ``directory`` is accepted for callers that
+    still pass the cache directory, and ignored: a file there is writable by whoever writes the
+    cache, and a digest decides what a verdict names.
+    """
+
+    def __init__(self, directory: Path | None = None):
+        del directory  # see the docstring: never a source of digests
+        self._memo: dict[tuple[object, ...], str] = {}
 
     def digest(self, path: Path, *, progress: Callable[[int, int], None] | None = None) -> str:
         """The sha256 of ``path`` (a file, or a folder hashed as a sorted manifest of its files)."""
         path = path.resolve()
         if path.is_dir():
             return manifest_digest(self.manifest(path, progress=progress))
-        stat = path.stat()
-        key = str(path)
-        entry = self._entries.get(key)
-        if (
-            entry
-            and entry.get("size") == stat.st_size
-            and entry.get("mtime_ns") == stat.st_mtime_ns
-        ):
-            return str(entry["sha256"])
-        value = sha256_file(path, progress=progress)
-        self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
-        self._save()
+        key = _identity(path)
+        value = self._memo.get(key)
+        if value is None:
+            value = sha256_file(path, progress=progress)
+            # a file replaced or rewritten while it was read gets no memo: the next ask re-reads
+            if _identity(path) == key:
+                self._memo[key] = value
         return value
 
     def manifest(
@@ -82,13 +81,9 @@ class DigestIndex:
         folder = folder.resolve()
         return {rel: self.digest(folder / rel, progress=progress) for rel in folder_files(folder)}
 
-    def _save(self) -> None:
-        if self.file is None:
-            return
-        try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._entries, indent=0, sort_keys=True))
-            tmp.replace(self.file)
-        except OSError:
-            pass  # an unwritable cache directory costs speed, never correctness
+
+def _identity(path: Path) -> tuple[object, ...]:
+    """What tells one version of a file from another within a run: a rewrite changes the mtime
+    or ctime, a replacement the inode."""
+    stat = path.stat()
+    return (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)

@@ -8,19 +8,34 @@ policy digest measured different things: merging them is a usage error (exit 2).
 
 Whole runs (results written without ``--shard``) can be merged too, e.g. one job per quant: their
 subjects are joined, and a policy that differs between them is a usage error.
+
+Nothing is counted twice or joined with something else either (exit 2, naming the files): a file
+given twice (two files with one ``invocation_id``: a copy), shards of different runs (different
+``run_id``), and files whose ``provenance`` says they measured different things (resolved policy,
+number-changing backend options, reference or dataset digests). A file without provenance cannot
+be checked, so it cannot be merged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from qgate import __version__
 from qgate.errors import UsageError
 from qgate.provenance import merge_provenance
-from qgate.results import CheckResult, RunReport, Severity, SubjectReport, Verdict
-from qgate.shard import Unit, shard_of
+from qgate.results import (
+    CheckResult,
+    RunReport,
+    Severity,
+    SubjectReport,
+    Verdict,
+    nothing_measured,
+)
+from qgate.shard import SPEED_ONLY_OPTIONS, Unit, shard_of
 
 #: the ``check`` of the error results that stand for units nobody ran
 MERGE_CHECK = "shard"
@@ -45,9 +60,129 @@ def merge_results(inputs: Sequence[tuple[str, RunReport]]) -> MergeOutcome:
             "cannot merge shard results (qgate check --shard) with whole runs: "
             f"{', '.join(whole)} {'was' if len(whole) == 1 else 'were'} not run with --shard"
         )
+    refuse_copies(inputs)
     if sharded:
+        refuse_other_runs(sharded)
         return _merge_shards(sharded)
+    refuse_different_measurements(inputs)
     return _merge_whole_runs(inputs)
+
+
+# -- what may be joined -----------------------------------------------------------------------
+def refuse_copies(inputs: Sequence[tuple[str, RunReport]]) -> None:
+    """Refuse a file given twice: every ``qgate check`` process writes a fresh ``invocation_id``,
+    so two files that share one are copies, and merging them would count one run as two (four
+    copies of a passing shard once merged to PASS). A file without one cannot be told apart from
+    its copies, so it is refused too."""
+    unnamed = [name for name, report in inputs if not report.invocation_id]
+    if unnamed:
+        raise UsageError(
+            f"{', '.join(unnamed)}: no invocation id in the results, so a copy of the file could "
+            "not be told from another run (written by an older qgate, or edited): run qgate check "
+            "again with this version"
+        )
+    groups = _group(inputs, lambda report: report.invocation_id)
+    copies = [names for names in groups.values() if len(names) > 1]
+    if copies:
+        listing = "; ".join(" = ".join(names) for names in copies)
+        raise UsageError(
+            f"the same results given more than once (copies of one qgate run, equal invocation "
+            f"ids): {listing}; merge each run's results once"
+        )
+
+
+def refuse_other_runs(inputs: Sequence[tuple[str, RunReport]]) -> None:
+    """Refuse shards of different runs (``--run-id``): a shard of yesterday's run, or of
+    another pull request, cannot stand in for a shard of this one."""
+    groups = _group(inputs, lambda report: report.run_id)
+    if len(groups) > 1:
+        listing = "; ".join(
+            f"run {run_id or '(none)'!r}: {', '.join(names)}" for run_id, names in groups.items()
+        )
+        raise UsageError(
+            f"the shards come from different runs (their run ids differ): {listing}; merge the "
+            "shards of one run (qgate check --run-id, the same for every shard)"
+        )
+
+
+def refuse_different_measurements(inputs: Sequence[tuple[str, RunReport]]) -> None:
+    """Refuse files that measured different things, by what their ``provenance`` records: the
+    resolved policy's digest (a policy's ``name:`` says nothing), the backend options that change
+    numbers, the reference's digest and the evaluation texts' digests."""
+    prints = [(name, measured(name, report)) for name, report in inputs]
+    differences = []
+    for aspect in MEASURED_ASPECTS:
+        values: dict[str, list[str]] = {}
+        for name, fingerprint in prints:
+            value = fingerprint[aspect]
+            if value is not None:  # not recorded by an interrupted run: reported as incomplete
+                values.setdefault(value, []).append(name)
+        if len(values) > 1:
+            listing = "; ".join(f"{_short(v)} in {', '.join(n)}" for v, n in values.items())
+            differences.append(f"{aspect} differs: {listing}")
+    if differences:
+        raise UsageError(
+            "the results measured different things, so their verdicts cannot be joined: "
+            + " | ".join(differences)
+        )
+
+
+#: what two results must share to be merged, in the order a difference is reported
+MEASURED_ASPECTS = ("policy digest", "backend options", "reference", "datasets")
+
+
+def measured(name: str, report: RunReport) -> dict[str, str | None]:
+    """What ``report`` measured, from its provenance: one comparable text per aspect of
+    :data:`MEASURED_ASPECTS`, or None where an interrupted run did not record it (it is then
+    reported as incomplete, not as different)."""
+    provenance = report.provenance
+    policy = provenance.get("policy") if isinstance(provenance, dict) else None
+    if not isinstance(policy, dict) or not policy.get("sha256"):
+        raise UsageError(
+            f"{name}: the results record no provenance (the policy, reference and dataset "
+            "digests), so nothing shows that they measured the same thing as the other files: "
+            "run qgate check again with this version"
+        )
+    options = policy.get("backend_options") or {}
+    numeric = {k: v for k, v in options.items() if k not in SPEED_ONLY_OPTIONS}
+    reference = provenance.get("reference")
+    if reference is None:
+        reference_text: str | None = "none"
+    else:
+        digest = reference.get("sha256") if isinstance(reference, dict) else None
+        reference_text = str(digest) if digest else ("unknown" if not report.incomplete else None)
+    datasets = sorted(
+        f"{record.get('domain')}={record.get('sha256')}"
+        for record in provenance.get("datasets") or []
+        if isinstance(record, dict)
+    )
+    return {
+        "policy digest": str(policy["sha256"]),
+        "backend options": json.dumps(numeric, sort_keys=True, default=str),
+        "reference": reference_text,
+        "datasets": ", ".join(datasets) or "none",
+    }
+
+
+def _short(value: str) -> str:
+    """Digests shortened to 12 hex digits for the message; other values as they are."""
+    parts = []
+    for part in value.split(", "):
+        key, sep, digest = part.rpartition("=")
+        if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+            parts.append(f"{key}{sep}{digest[:12]}")
+        else:
+            parts.append(part)
+    return ", ".join(parts)
+
+
+def _group(
+    inputs: Sequence[tuple[str, RunReport]], key: Callable[[RunReport], str]
+) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for name, report in inputs:
+        groups.setdefault(key(report), []).append(name)
+    return groups
 
 
 # -- shards ---------------------------------------------------------------------------------
@@ -72,6 +207,7 @@ def _merge_shards(inputs: list[tuple[str, RunReport]]) -> MergeOutcome:
             "the shards measured different things (their policy digests differ: policy, check "
             f"options, datasets or scoring settings): {listing}"
         )
+    refuse_different_measurements(inputs)
     count = counts.pop()
     # Shards of one plan together; several plans may be merged (e.g. one sharded run per quant).
     plans: dict[tuple[Unit, ...], dict[int, tuple[str, RunReport, list[Unit]]]] = {}
@@ -117,6 +253,10 @@ def _merge_shards(inputs: list[tuple[str, RunReport]]) -> MergeOutcome:
             missing.extend((u, message) for u in units)
     for unit, message in missing:
         subjects[unit.subject].results.append(_missing_result(unit, message))
+    for subject in subjects.values():  # each shard saw part of the checks: judge the whole
+        unmeasured = nothing_measured(subject)
+        if unmeasured is not None:
+            subject.results.append(unmeasured)
     merged.subjects = [_ordered(s, order) for s in subjects.values()]
     merged.environment = {
         "command": "qgate merge",
@@ -236,6 +376,7 @@ def _empty_report(reports: list[RunReport]) -> RunReport:
                 continue
     started = [r.started_at for r in reports if r.started_at]
     finished = [r.finished_at for r in reports if r.finished_at]
+    run_ids = {r.run_id for r in reports}
     return RunReport(
         policy=reports[0].policy,
         reference=next((r.reference for r in reports if r.reference), None),
@@ -245,6 +386,9 @@ def _empty_report(reports: list[RunReport]) -> RunReport:
         counters=counters,
         timings=timings,
         provenance=merge_provenance([r.provenance for r in reports]),
+        # the parts' run, when they share one (shards always do); the merge is a new result
+        run_id=run_ids.pop() if len(run_ids) == 1 else "",
+        invocation_id=uuid.uuid4().hex,
     )
 
 
@@ -254,6 +398,7 @@ def _absorb(subjects: dict[str, SubjectReport], report: RunReport) -> None:
         subject = subjects.setdefault(part.path, SubjectReport(path=part.path, backend=""))
         subject.backend = subject.backend or part.backend
         subject.info = subject.info or part.info
+        subject.planned += [key for key in part.planned if key not in subject.planned]
         for result in part.results:
             if result.check_id == "load" and any(
                 r.check_id == "load" and r.message == result.message for r in subject.results

@@ -78,7 +78,7 @@ def make_plugin_manager(
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit at import must not end qgate
             raise PluginError(
                 f"plugin {ep.name!r} from distribution {dist!r} failed to import: {type(exc).__name__}: {exc}"
             ) from exc
@@ -87,9 +87,10 @@ def make_plugin_manager(
     for module_name in [*_env_list(ENV_PLUGINS), *modules]:
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except (Exception, SystemExit) as exc:  # ImportError, or a module that runs sys.exit
             raise PluginError(
-                f"cannot import plugin module {module_name!r} from {ENV_PLUGINS}: {exc}"
+                f"cannot import plugin module {module_name!r} from {ENV_PLUGINS}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         _register(pm, module, module_name, provenance, f"module {module_name}")
     for plugin in plugins:
@@ -150,7 +151,13 @@ class Registry:
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             plugin_name = self.pm.get_name(impl.plugin) or "?"
             provider = provenance.get(id(impl.plugin), plugin_name)
-            items = impl.function()
+            try:
+                items = impl.function()
+            except (Exception, SystemExit) as exc:
+                raise PluginError(
+                    f"plugin {plugin_name!r} ({provider}): {hook_name}() raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             if items is None:
                 continue
             if not isinstance(items, (list, tuple)):

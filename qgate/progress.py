@@ -10,6 +10,8 @@ import sys
 import time
 from typing import TextIO
 
+from qgate.text import printable
+
 
 class Progress:
     def __init__(
@@ -27,13 +29,13 @@ class Progress:
         if not self.enabled:
             return
         self._clear()
-        print(f"qgate: {message}", file=self.stream, flush=True)
+        print(f"qgate: {printable(message)}", file=self.stream, flush=True)
 
     def update(self, task: str, done: int, total: int, detail: str = "") -> None:
         """The state of a long task; shown in place on a terminal, throttled in logs."""
         if not self.enabled:
             return
-        text = f"qgate: {task} {done}/{total}" + (f" {detail}" if detail else "")
+        text = printable(f"qgate: {task} {done}/{total}" + (f" {detail}" if detail else ""))
         if self._tty:
             print(f"\r\033[K{text}", end="", file=self.stream, flush=True)
             self._dirty = True

@@ -17,9 +17,14 @@
     qgate's version, every plugin's distribution and version, the backend libraries' versions
     (read from package metadata, never imported) and the machine's facts.
 
-Model files are hashed through the run's :class:`~qgate.hashing.DigestIndex`, which streams them
-and remembers digests by (path, size, mtime): a reference already hashed for its cache key is not
-read again, and a big file shows progress while it is hashed.
+``reference_cache``
+    what the run did not trust in the reference cache: every entry it discarded and why, every
+    spot-check with the chunks it re-scored (see :mod:`qgate.cache`).
+
+Model files are hashed from their bytes in this run, through the run's
+:class:`~qgate.hashing.DigestIndex`, which reads each file once per run (a reference already
+hashed for its cache key is not read again) and never takes a digest from disk: a digest
+recorded here names what the verdict was measured on. A big file shows progress while hashed.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 
 from qgate import __version__
 from qgate.backend import BackendOptions
+from qgate.cache import ReferenceCache
 from qgate.datasets import Dataset
 from qgate.errors import QgateError
 from qgate.hashing import DigestIndex, manifest_digest, sha256_file
@@ -320,6 +326,7 @@ def collect(
     digests: DigestIndex,
     progress: Progress,
     hash_files: bool = True,
+    cache: ReferenceCache | None = None,
 ) -> dict[str, Any]:
     """The ``provenance`` block of a run (see the module docstring)."""
     return {
@@ -345,4 +352,5 @@ def collect(
         "plugins": plugin_records(registry),
         "libraries": library_versions(),
         "machine": machine_facts(),
+        "reference_cache": cache.run_record() if cache is not None else None,
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
 
 
 class Verdict(str, Enum):
@@ -35,6 +35,27 @@ class Severity(str, Enum):
 
     FAIL = "fail"
     WARN = "warn"
+
+
+class SkipCause(str, Enum):
+    """Why a check could not measure, which decides whether the skip may stand.
+
+    A skip the user caused (no reference, a missing extra, a dataset or backend that does not
+    fit) is not a pass: under a fail-severity check the policy's ``on_skip`` (default ``error``)
+    blocks the gate. A skip because the reference itself gives no usable signal, or because the
+    risk the check measures does not exist for this subject, may stand.
+    """
+
+    #: the measurement needs something this run lacks: a reference, an extra, data, a backend
+    UNAVAILABLE = "unavailable"
+    #: the reference itself gives no usable signal (it loops at full precision, scores ~0 %)
+    NO_SIGNAL = "no-signal"
+    #: the risk does not exist for this subject (a backend that keeps its KV cache unquantized)
+    NOT_APPLICABLE = "not-applicable"
+
+    @property
+    def user_caused(self) -> bool:
+        return self is SkipCause.UNAVAILABLE
 
 
 class Comparison(str, Enum):
@@ -87,6 +108,13 @@ class CheckResult:
     #: free-form data for the reports: ``tables``, ``series``, ``samples`` keys are rendered
     details: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    #: the verdict an interval straddling the threshold got (recorded so that a reader can
+    #: recompute the verdict from the numbers, see :mod:`qgate.integrity`)
+    on_inconclusive: str | None = None
+    #: why a ``skip`` (or a skip the policy turned into an ``error``) could not measure
+    skip_cause: SkipCause | None = None
+    #: what the policy's ``on_skip`` made of a user-caused skip (``error`` or ``skip``)
+    on_skip: str | None = None
 
     @property
     def name(self) -> str:
@@ -112,6 +140,9 @@ class CheckResult:
             "severity": self.severity.value,
             "details": _json_clean(self.details),
             "duration_s": round(self.duration_s, 4),
+            "on_inconclusive": self.on_inconclusive,
+            "skip_cause": self.skip_cause.value if self.skip_cause else None,
+            "on_skip": self.on_skip,
         }
 
     @classmethod
@@ -131,7 +162,41 @@ class CheckResult:
             severity=Severity(data.get("severity", "fail")),
             details=data.get("details") or {},
             duration_s=data.get("duration_s", 0.0),
+            on_inconclusive=data.get("on_inconclusive"),
+            skip_cause=SkipCause(data["skip_cause"]) if data.get("skip_cause") else None,
+            on_skip=data.get("on_skip"),
         )
+
+
+#: verdicts that come with a measurement (a skip or an error has none)
+_MEASURED = frozenset({Verdict.PASS, Verdict.FAIL, Verdict.WARN})
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many fail-severity check entries produced a measurement, of those that ran."""
+
+    measured: int
+    planned: int
+
+    def __add__(self, other: Coverage) -> Coverage:
+        return Coverage(self.measured + other.measured, self.planned + other.planned)
+
+    def __str__(self) -> str:
+        return f"{self.measured} of {self.planned} fail-severity checks measured"
+
+
+def coverage_of(results: list[CheckResult]) -> Coverage:
+    """Fail-severity check entries (by ``check_id``) with at least one measured value.
+
+    The "nothing was measured" marker qgate adds (check ``gate``) is not an entry of the policy.
+    """
+    entries: dict[str, bool] = {}
+    for r in results:
+        if r.severity is Severity.FAIL and r.check != "gate":
+            measured = r.value is not None and r.verdict in _MEASURED
+            entries[r.check_id] = entries.get(r.check_id, False) or measured
+    return Coverage(sum(entries.values()), len(entries))
 
 
 @dataclass
@@ -142,6 +207,8 @@ class SubjectReport:
     backend: str
     info: dict[str, Any] = field(default_factory=dict)  #: the backend's ``ModelInfo`` as a dict
     results: list[CheckResult] = field(default_factory=list)
+    #: the check keys the policy applied to this subject, each of which must have a result
+    planned: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:
@@ -151,12 +218,17 @@ class SubjectReport:
     def label(self) -> str:
         return str(self.info.get("label") or self.path)
 
+    @property
+    def coverage(self) -> Coverage:
+        return coverage_of(self.results)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "backend": self.backend,
             "verdict": self.verdict.value,
             "info": _json_clean(self.info),
+            "planned": list(self.planned),
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -167,7 +239,29 @@ class SubjectReport:
             backend=data.get("backend", ""),
             info=data.get("info") or {},
             results=[CheckResult.from_dict(r) for r in data.get("results", [])],
+            planned=[str(key) for key in data.get("planned") or []],
         )
+
+
+def nothing_measured(subject: SubjectReport) -> CheckResult | None:
+    """An ``error`` for a subject on which no check measured anything, else None.
+
+    Skips that may stand (no signal, not applicable) and warnings without a value cannot add up
+    to a pass: a gate that measured nothing has not judged the quant.
+    """
+    if any(r.verdict.is_blocking or r.value is not None for r in subject.results):
+        return None
+    skipped = [r for r in subject.results if r.verdict is Verdict.SKIP]
+    why = (
+        "; ".join(f"{r.name}: {r.message}" for r in skipped[:3]) or "no check of the policy applies"
+    )
+    return CheckResult(
+        check="gate",
+        check_id="gate",
+        metric="",
+        verdict=Verdict.ERROR,
+        message=f"nothing was measured on this subject, so it cannot pass ({why})",
+    )
 
 
 @dataclass
@@ -194,6 +288,12 @@ class RunReport:
     #: what exactly was measured: file and text digests, policy digest, versions, machine
     #: (see :mod:`qgate.provenance`); ``{}`` in results written before it was recorded
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: names the run this belongs to: shards of one CI run share it (``--run-id``), and
+    #: ``qgate merge`` refuses files of different runs
+    run_id: str = ""
+    #: unique to the one ``qgate`` process that wrote the file: copies of one file share it,
+    #: so ``qgate merge`` and the Action can tell a copy or a stale file from a fresh result
+    invocation_id: str = ""
 
     @property
     def verdict(self) -> Verdict:
@@ -206,10 +306,30 @@ class RunReport:
     def results(self) -> list[tuple[SubjectReport, CheckResult]]:
         return [(s, r) for s in self.subjects for r in s.results]
 
+    @property
+    def coverage(self) -> Coverage:
+        return sum((s.coverage for s in self.subjects), Coverage(0, 0))
+
+    @property
+    def passes(self) -> bool:
+        """Whether the gate is open: a complete run whose subjects passed (warnings allowed).
+
+        A run that judged nothing (every result a skip) does not pass. A shard whose subjects
+        all belong to other shards does: ``qgate merge`` judges the whole run.
+        """
+        if self.incomplete:
+            return False
+        verdict = self.verdict
+        if verdict is Verdict.SKIP:
+            return bool(self.shard) and not self.subjects
+        return not verdict.is_blocking
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": RESULTS_SCHEMA_VERSION,
             "qgate_version": self.qgate_version,
+            "run_id": self.run_id,
+            "invocation_id": self.invocation_id,
             "policy": self.policy,
             "verdict": self.verdict.value,
             "incomplete": self.incomplete,
@@ -245,6 +365,8 @@ class RunReport:
             environment=data.get("environment") or {},
             shard=data.get("shard"),
             provenance=data.get("provenance") or {},
+            run_id=str(data.get("run_id") or ""),
+            invocation_id=str(data.get("invocation_id") or ""),
         )
 
 

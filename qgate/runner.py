@@ -1,15 +1,21 @@
 """The runner: every subject loaded once, every applicable check run, every result kept.
 
 A check that raises becomes an ``error`` result carrying its message, and the remaining checks
-still run. An interrupt (Ctrl-C, SIGTERM) stops the run but keeps what was measured, marked
-incomplete. A subject that cannot even be opened gets one ``error`` result and the run goes on
-with the next.
+still run; so does a check that tries to end the process (``sys.exit`` inside a library): a check
+never decides qgate's exit code. An interrupt (Ctrl-C, SIGTERM) stops the run but keeps what was
+measured, marked incomplete. A subject that cannot even be opened gets one ``error`` result and
+the run goes on with the next.
+
+The gate fails closed: a fail-severity check that could not measure for a reason the user
+controls (no reference, a missing extra or dataset) is an ``error`` unless the policy's
+``on_skip`` says ``skip``, and a subject on which nothing at all was measured gets an ``error``.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -29,7 +35,15 @@ from qgate.policy.conditions import matches
 from qgate.policy.model import CheckSpec, DatasetSpec, Policy
 from qgate.progress import Progress
 from qgate.provenance import collect as collect_provenance
-from qgate.results import CheckResult, RunReport, Severity, SubjectReport, Verdict
+from qgate.results import (
+    CheckResult,
+    RunReport,
+    Severity,
+    SkipCause,
+    SubjectReport,
+    Verdict,
+    nothing_measured,
+)
 from qgate.scoring.evaluation import Evaluation
 from qgate.sequential import is_clear, looks
 from qgate.session import ModelHandle
@@ -63,6 +77,7 @@ class Runner:
         progress: Progress | None = None,
         backend_options: BackendOptions | None = None,
         shard: ShardSelection | None = None,
+        run_id: str = "",
     ):
         self.registry = registry
         self.policy = policy
@@ -74,6 +89,7 @@ class Runner:
         self.progress = progress or Progress(enabled=False)
         #: with ``--shard K/N``: only this shard's (subject, check group) units run
         self.shard = shard
+        self.run_id = run_id
         self.counters: Counter[str] = Counter()
         self.timings: defaultdict[str, float] = defaultdict(float)
         self.digests = DigestIndex(self.cache.directory)
@@ -88,7 +104,7 @@ class Runner:
             raise UsageError(f"model not found: {path}")
         if name is not None:
             return self.registry.backend(name)
-        found = [p.item for p in self.registry.backends.values() if p.item.detect(path)]
+        found = [p.item for p in self.registry.backends.values() if _detects(p.item, path)]
         if not found:
             names = ", ".join(sorted(self.registry.backends)) or "none"
             raise UsageError(
@@ -115,6 +131,8 @@ class Runner:
             started_at=_now(),
             qgate_version=__version__,
             shard=self.shard.record() if self.shard is not None else None,
+            run_id=self.run_id,
+            invocation_id=uuid.uuid4().hex,
         )
         # Resolve every path before measuring anything: a typo should cost seconds, not an hour.
         subject_backends = [
@@ -176,6 +194,7 @@ class Runner:
                 digests=self.digests,
                 progress=self.progress,
                 hash_files=hash_files,
+                cache=self.cache,
             )
         finally:
             self.timings["provenance"] += time.perf_counter() - started
@@ -190,9 +209,12 @@ class Runner:
     ) -> None:
         try:
             subject = self._handle(path, backend)
-        except QgateError as exc:
-            subject_report.results.append(_error_result("load", "load", str(exc)))
-            self.progress.log(f"{path}: {exc}")
+        except (KeyboardInterrupt, Interrupted):
+            raise
+        except BaseException as exc:  # one unreadable subject must not cost the others theirs
+            message = str(exc) if isinstance(exc, QgateError) else _describe_crash(exc, "backend")
+            subject_report.results.append(_error_result("load", "load", message))
+            self.progress.log(f"{path}: {message}")
             return
         subject_report.info = subject.info.to_dict()
         fields = {**subject.info.condition_fields(), "n_ctx": self.options.n_ctx}
@@ -204,6 +226,7 @@ class Runner:
                 if (self.shard is None or self.shard.selects(str(path), spec.key))
                 and (not spec.when or matches(spec.when, fields))
             ]
+            subject_report.planned = [spec.key for spec in specs]
             decided = self._sequential_looks(specs, subject, reference, evaluation)
             for spec in specs:
                 check: Check = self.registry.checks[spec.use].item
@@ -211,20 +234,24 @@ class Runner:
                     subject_report.results.extend(decided[spec.key])
                     continue
                 if check.needs_reference and reference is None:
-                    subject_report.results.append(
-                        CheckResult(
-                            check=spec.use,
-                            check_id=spec.key,
-                            metric="",
-                            verdict=Verdict.SKIP,
-                            message="needs a reference model (--reference)",
-                            severity=Severity(spec.severity),
-                        )
+                    skipped = CheckResult(
+                        check=spec.use,
+                        check_id=spec.key,
+                        metric="",
+                        verdict=Verdict.SKIP,
+                        message="needs a reference model (--reference)",
+                        severity=Severity(spec.severity),
+                        skip_cause=SkipCause.UNAVAILABLE,
                     )
+                    subject_report.results.append(self._judge_skip(skipped, spec))
                     continue
                 subject_report.results.extend(
                     self._run_check(check, spec, subject, reference, evaluation)
                 )
+            if self.shard is None:  # a shard sees part of the checks: qgate merge judges this
+                unmeasured = nothing_measured(subject_report)
+                if unmeasured is not None:
+                    subject_report.results.append(unmeasured)
         finally:
             subject.close()
 
@@ -308,28 +335,68 @@ class Runner:
             results = [_error_result(spec.use, spec.key, str(exc), severity=spec.severity)]
         except MemoryError:
             results = [_error_result(spec.use, spec.key, "out of memory", severity=spec.severity)]
-        except Exception as exc:  # a plugin bug must not lose the other checks' results
-            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except BaseException as exc:  # a plugin bug (or sys.exit) must not end the run
             result = _error_result(
-                spec.use,
-                spec.key,
-                f"the check raised {type(exc).__name__}: {exc}",
-                severity=spec.severity,
+                spec.use, spec.key, _describe_crash(exc, "check"), severity=spec.severity
             )
-            result.details["traceback"] = detail
+            result.details["traceback"] = "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)
+            )
             results = [result]
+        if not results:
+            results = [
+                _error_result(
+                    spec.use, spec.key, "the check returned no result", severity=spec.severity
+                )
+            ]
+        results = [self._judge_skip(r, spec) for r in results]
         elapsed = time.perf_counter() - started
         for result in results:
             result.duration_s = elapsed / max(len(results), 1)
         self.timings[f"check:{spec.key}"] += elapsed
-        worst = min(results, key=lambda r: _ORDER[r.verdict]) if results else None
+        worst = min(results, key=lambda r: _ORDER[r.verdict])
         self.progress.log(
-            f"{subject.info.label}: {spec.key} -> {worst.verdict.value if worst else 'no result'} ({elapsed:.1f}s)"
+            f"{subject.info.label}: {spec.key} -> {worst.verdict.value} ({elapsed:.1f}s)"
         )
         return results
 
+    def _judge_skip(self, result: CheckResult, spec: CheckSpec) -> CheckResult:
+        """Apply ``on_skip`` to a skip of a fail-severity check that the user could prevent."""
+        if result.verdict is not Verdict.SKIP:
+            return result
+        if result.skip_cause is None:  # a plugin that gave no cause: assume the strict one
+            result.skip_cause = SkipCause.UNAVAILABLE
+        if not result.skip_cause.user_caused or result.severity is not Severity.FAIL:
+            return result
+        result.on_skip = spec.on_skip or self.policy.on_skip
+        if result.on_skip == "error":
+            result.verdict = Verdict.ERROR
+            result.message = (
+                f"could not measure: {result.message} (a fail-severity check that cannot "
+                "measure blocks the gate; on_skip: skip lets it pass)"
+            )
+        return result
+
 
 _ORDER = {Verdict.ERROR: 0, Verdict.FAIL: 1, Verdict.WARN: 2, Verdict.PASS: 3, Verdict.SKIP: 4}
+
+
+def _detects(backend: Backend, path: Path) -> bool:
+    """Whether ``backend`` claims ``path``; a backend that crashes on a hostile file does not."""
+    try:
+        return bool(backend.detect(path))
+    except Exception:
+        return False
+
+
+def _describe_crash(exc: BaseException, who: str) -> str:
+    if isinstance(exc, (SystemExit, GeneratorExit)):
+        code = f"({exc.code!r})" if isinstance(exc, SystemExit) else ""
+        return (
+            f"the {who} tried to end the process ({type(exc).__name__}{code}); a plugin never "
+            "decides qgate's exit code, so this is an error"
+        )
+    return f"the {who} raised {type(exc).__name__}: {exc}"
 
 
 def _error_result(

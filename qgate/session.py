@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
+from qgate.errors import BackendError, QgateError
 from qgate.hashing import DigestIndex
 from qgate.progress import Progress
 
@@ -38,7 +39,15 @@ class ModelHandle:
         self._model: LoadedModel | None = None
         self._digest: str | None = None
         started = time.perf_counter()
-        self.info: ModelInfo = backend.inspect(path)
+        try:
+            self.info: ModelInfo = backend.inspect(path)
+        except QgateError:
+            raise
+        except Exception as exc:  # hostile metadata (an overflowing number, a bad string)
+            raise BackendError(
+                f"{path}: the {backend.name} backend could not read its metadata "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         self._timings["inspect"] += time.perf_counter() - started
         if not self.info.label:
             self.info.label = path.name
@@ -62,7 +71,7 @@ class ModelHandle:
 
     @property
     def digest(self) -> str:
-        """sha256 of the artifact's bytes (cached across runs by path, size and mtime)."""
+        """sha256 of the artifact's bytes, read once per run (never from a stored index)."""
         if self._digest is None:
             started = time.perf_counter()
             self._digest = self._digests.digest(self.path, progress=self._hash_progress)

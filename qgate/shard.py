@@ -31,7 +31,7 @@ from qgate.policy.model import CheckSpec, Policy
 #: the group of the checks that share the scoring pass against the reference
 SCORING_GROUP = "scoring"
 #: backend options that change speed, not results: shards on different runners may differ in them
-_SPEED_ONLY_OPTIONS = ("threads", "batch_size", "gpu_layers")
+SPEED_ONLY_OPTIONS = frozenset({"threads", "batch_size", "gpu_layers"})
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -107,7 +107,7 @@ def policy_digest(policy: Policy, options: BackendOptions, datasets: Iterable[Da
 
     Shards whose digests differ measured different things and cannot be merged.
     """
-    backend = {k: v for k, v in asdict(options).items() if k not in _SPEED_ONLY_OPTIONS}
+    backend = {k: v for k, v in asdict(options).items() if k not in SPEED_ONLY_OPTIONS}
     data = {
         "policy": policy.name,
         "on_inconclusive": policy.on_inconclusive,

@@ -24,6 +24,12 @@ WORKFLOWS = sorted(
     ]
 )
 STEPS = ("run", "cache-key", "outputs", "summary", "annotate", "comment")
+#: a third-party action pinned by commit: a tag can be moved to other code, a commit cannot
+PINNED = re.compile(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}")
+#: ``uses: owner/name@ref # comment`` as written in the files (YAML drops the comment)
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(?:\s+#\s*(\S+))?\s*$", re.MULTILINE)
+#: the placeholder for the qgate action itself in the example, which a user pins to their copy
+OWN_ACTION = "your-org/qgate@v1"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +57,7 @@ def test_action_metadata_is_complete(action: dict[str, Any]) -> None:
         if "run" in step:
             assert step.get("shell"), f"step {index} ({step.get('name')}) runs without shell:"
         else:
-            assert re.fullmatch(r"[\w.-]+/[\w./-]+@v\d+", step["uses"]), step["uses"]
+            assert PINNED.fullmatch(step["uses"]), step["uses"]
 
 
 def test_action_inputs_and_defaults(action: dict[str, Any]) -> None:
@@ -74,13 +80,37 @@ def test_action_inputs_and_defaults(action: dict[str, Any]) -> None:
     assert inputs["policy"]["default"] == "production"
     assert inputs["extras"]["default"] == "gguf"
     assert inputs["python-version"]["default"] == "3.12"
-    assert inputs["cache-dir"]["default"] == ".qgate-cache"
+    # outside the workspace (the runner's temporary directory): a pull request writes the workspace
+    assert inputs["cache-dir"]["default"] == ""
+    assert inputs["run-id"]["default"] == ""
     assert inputs["shard"]["default"] == ""
     assert inputs["comment"]["default"] == "false"
     assert inputs["github-token"]["default"] == "${{ github.token }}"
     for name in ("junit", "html", "json", "markdown"):
         assert inputs[name]["default"].startswith("qgate-report/")
-    assert {"verdict", "report"} <= set(action["outputs"])
+    assert {"verdict", "report", "run-id", "invocation-id"} <= set(action["outputs"])
+
+
+def test_the_steps_after_run_read_only_what_run_wrote(action: dict[str, Any]) -> None:
+    """outputs, summary, annotate and comment get the run step's ids and its results file, so a
+    stale or foreign results file in the workspace is never reported (issue 19, class 5)."""
+    steps = action["runs"]["steps"]
+    readers = [
+        s for s in steps if re.search(r"qgate\.github (outputs|summary|comment)", s.get("run", ""))
+    ]
+    assert len(readers) == 3
+    for step in readers:
+        env = step["env"]
+        assert env["QGATE_STEP_RESULTS"] == "${{ steps.run.outputs.results-file }}", step["name"]
+        assert env["QGATE_RUN_ID"] == "${{ steps.run.outputs.run-id }}", step["name"]
+        assert env["QGATE_INVOCATION_ID"] == "${{ steps.run.outputs.invocation-id }}"
+        assert env["QGATE_EXPECT_INVOCATION"] == "true"
+    run = next(s for s in steps if s.get("id") == "run")
+    assert run["env"]["QGATE_RUN_ID"] == "${{ inputs.run-id }}"
+    assert run["env"]["QGATE_CACHE_DIR"] == "${{ steps.key.outputs.dir }}"
+    for step in steps:
+        if "actions/cache/" in step.get("uses", ""):
+            assert step["with"]["path"] == "${{ steps.key.outputs.dir }}"
 
 
 def test_action_references_only_what_exists(action: dict[str, Any]) -> None:
@@ -98,6 +128,37 @@ def test_action_references_only_what_exists(action: dict[str, Any]) -> None:
     assert install["env"]["QGATE_ACTION_PATH"] == "${{ github.action_path }}"
     gate = action["runs"]["steps"][-1]
     assert gate["if"] == "always()" and 'exit "${QGATE_EXIT_CODE:-3}"' in gate["run"]
+
+
+def test_every_action_is_pinned_by_commit_with_its_version() -> None:
+    """Every third-party action in action.yml and the workflows is pinned by a 40-hex commit SHA
+    with its version in a comment, and one action's version has one SHA everywhere."""
+    seen: dict[tuple[str, str], str] = {}
+    for path in [REPO / "action.yml", *WORKFLOWS]:
+        text = path.read_text(encoding="utf-8")
+        uses = USES_LINE.findall(text)
+        assert uses, path.name
+        for ref, version in uses:
+            if ref.startswith("./") or ref == OWN_ACTION:
+                continue
+            assert PINNED.fullmatch(ref), f"{path.name}: {ref} is not pinned by commit SHA"
+            assert re.fullmatch(r"v\d+\.\d+\.\d+", version or ""), f"{path.name}: {ref}"
+            action, sha = ref.split("@")
+            root = "/".join(action.split("/")[:2])  # actions/cache/save: actions/cache
+            assert seen.setdefault((root, version), sha) == sha, f"{path.name}: {ref} {version}"
+
+
+def test_every_checkout_keeps_no_credentials() -> None:
+    """actions/checkout writes the token into .git/config unless told not to; no step here
+    needs it, and the code under test must not find it."""
+    for path in WORKFLOWS:
+        workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for name, job in workflow["jobs"].items():
+            for step in job.get("steps", []):
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step.get("with", {}).get("persist-credentials") is False, (
+                        f"{path.name}: job {name}"
+                    )
 
 
 def test_workflows_are_least_privilege_and_never_pull_request_target() -> None:
@@ -120,7 +181,7 @@ def test_the_example_has_baseline_shards_and_merge() -> None:
         name: [
             s.get("with", {}).get("command", "check")
             for s in job["steps"]
-            if "qgate" in s.get("uses", "")
+            if s.get("uses", "").startswith("your-org/qgate@")
         ]
         for name, job in jobs.items()
     }

@@ -14,6 +14,7 @@ Crashes the fuzzer found are kept below as explicit regression tests.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -328,6 +329,9 @@ POLICY_REGRESSIONS: dict[str, str] = {
     "explicit-tag-without-value": "name: !!timestamp\n",
     "alias-cycle": "checks:\n  - use: quant-floor\n    when: &a {architecture: [*a]}\n",
     "billion-laughs": "checks:\n  - use: quant-floor\n    when:\n" + _laughs(9),
+    # loaded without complaint before: the second checks: silently replaced the first
+    "duplicate-key": "checks:\n  - use: perplexity\nname: x\nchecks:\n  - use: quant-floor\n",
+    "duplicate-nested-key": "checks:\n  - use: quant-floor\n    use: perplexity\n",
 }
 
 
@@ -464,3 +468,176 @@ GGUF_REGRESSIONS: dict[str, Callable[[bytes], bytes]] = {
 @pytest.mark.parametrize("name", sorted(GGUF_REGRESSIONS))
 def test_gguf_regressions(name: str) -> None:
     read_or_backend_error(GGUF_REGRESSIONS[name](small_gguf()))
+
+
+# --------------------------------------------------------------------------------------------
+# results files through every reporter
+
+#: what a hostile model, plugin or results file puts in a string: lone surrogates (what a
+#: ``"\ud800"`` JSON escape decodes to), NUL and other controls, terminal escapes, bidi
+#: overrides, XML non-characters, and markup of every format a reporter writes
+HOSTILE_PIECES = [
+    "\ud800",
+    "\udfff",
+    "\ud83d",
+    "\x00",
+    "\x07",
+    "\x1b[2J",
+    "\x1b]0;title\x07",
+    "\x9b31m",
+    "\u202e",
+    "\ufffe",
+    "\uffff",
+    "\r\n",
+    "<script>x</script>",
+    "]]>",
+    "&amp;",
+    "|",
+    "[a](https://e)",
+    "`",
+    '"',
+    "日本",
+]
+hostile_text = st.lists(
+    st.one_of(st.sampled_from(HOSTILE_PIECES), st.text(max_size=6)), max_size=6
+).map("".join)
+hostile_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), hostile_text),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@st.composite
+def hostile_results(draw: st.DrawFn) -> dict[str, Any]:
+    """A results file (``RunReport.to_dict()``) with hostile text in every free-form field."""
+    from qgate.results import CheckResult, RunReport, SubjectReport, Verdict
+
+    def text() -> str:  # a fresh draw per field
+        return draw(hostile_text)
+
+    results = [
+        CheckResult(
+            check=text(),
+            check_id=text(),
+            metric=text(),
+            verdict=draw(st.sampled_from([Verdict.ERROR, Verdict.SKIP])),  # no numbers to judge
+            message=text(),
+            unit=text(),
+            details={
+                text(): draw(hostile_values),
+                "tables": [{"title": text(), "columns": [text()], "rows": [[text(), text()]]}],
+                "samples": [{"prompt": text(), "subject": text(), "reference": text()}],
+                "traceback": text(),
+            },
+        )
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    info = {"label": text(), "architecture": text(), "identity": {text(): text()}, text(): text()}
+    subject = SubjectReport(path=text(), backend=text(), info=info, results=results)
+    report = RunReport(
+        policy=text(),
+        subjects=[subject],
+        qgate_version=text(),
+        counters={text(): draw(st.integers(0, 9))},
+        environment={text(): text()},
+    )
+    return report.to_dict()
+
+
+@FUZZ
+@given(hostile_results())
+def test_every_reporter_writes_any_results_file(data: dict[str, Any]) -> None:
+    """As ``qgate report`` reads it (strict JSON with ASCII escapes, surrogates kept), every
+    reporter writes a strict UTF-8 file; the JSON and JUnit outputs still parse."""
+    import xml.etree.ElementTree as ET
+
+    from qgate.results import RunReport
+    from qgate_reporters import console, html, json_report, junit, markdown
+
+    report = RunReport.from_dict(json.loads(json.dumps(data)))
+    with deadline(SECONDS * 5, lambda: Hang("rendering took too long")):
+        for reporter in (
+            json_report.JsonReporter(),
+            junit.JUnitReporter(),
+            html.HtmlReporter(),
+            markdown.MarkdownReporter(),
+        ):
+            target = WORKDIR / f"report.{reporter.name}"
+            reporter.write(report, target)
+            written = target.read_bytes().decode("utf-8")  # strict
+            if reporter.name == "json":
+                json.loads(written)
+            elif reporter.name == "junit":
+                ET.fromstring(written.encode("utf-8"))
+        shown = console.ConsoleReporter().render(report)
+    shown.encode("utf-8")
+    assert "\x1b" not in shown
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face config.json (the hf, awq and exl2 backends read it through one reader)
+
+needs_safetensors = pytest.mark.skipif(
+    importlib.util.find_spec("safetensors") is None, reason="needs safetensors"
+)
+CONFIG_KEYS = ["vocab_size", "max_position_embeddings", "num_local_experts", "num_experts"]
+#: what a hostile config puts where qgate expects a count: mostly numbers, of any size
+config_numbers = st.one_of(
+    st.floats(),
+    st.integers(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    values,
+)
+
+
+def _hf_folder() -> Path:
+    folder = WORKDIR / "hf-model"
+    if not folder.exists():
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        folder.mkdir()
+        save_file({"w": np.ones((4, 4), np.float16)}, str(folder / "model.safetensors"))
+    return folder
+
+
+@st.composite
+def hostile_configs(draw: st.DrawFn) -> dict[str, Any]:
+    keys = st.lists(st.sampled_from(CONFIG_KEYS), min_size=1, unique=True)
+    config: dict[str, Any] = {key: draw(config_numbers) for key in draw(keys)}
+    if draw(st.booleans()):
+        config["text_config"] = {key: draw(config_numbers) for key in draw(keys)}
+    if draw(st.booleans()):
+        method = draw(st.sampled_from(["awq", "exl2", None]))
+        config["quantization_config"] = {
+            "quant_method": method,
+            "bits": draw(config_numbers),
+            "group_size": draw(config_numbers),
+        }
+    return config
+
+
+@needs_safetensors
+@FUZZ
+@given(hostile_configs())
+@example({"vocab_size": float("inf")})  # regression: OverflowError from int()
+@example({"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": float("inf")}})
+def test_hostile_config_values(config: dict[str, Any]) -> None:
+    """Any value under the keys qgate reads: inspect succeeds, or a BackendError says why."""
+    from qgate_awq import AWQBackend
+    from qgate_exl2 import EXL2Backend
+    from qgate_hf import HFBackend
+
+    folder = _hf_folder()
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    for backend in (HFBackend(), AWQBackend(), EXL2Backend()):
+        try:
+            with deadline(SECONDS, lambda: Hang(f"inspect took over {SECONDS}s")):
+                backend.detect(folder)  # never raises
+                backend.inspect(folder)
+        except BackendError:
+            pass

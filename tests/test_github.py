@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from qgate.github import (
     workflow_command,
 )
 from qgate.results import CheckResult, RunReport, SubjectReport, Verdict
+from qgate.testing import write_fake_model
 
 POLICY = """
 name: ci
@@ -53,6 +55,7 @@ def github_env(tmp_path: Path, fake) -> dict[str, str]:
     event.write_text(json.dumps({"action": "synchronize", "pull_request": {"number": 7}}))
     for name in ("summary.md", "output.txt"):
         (tmp_path / name).write_text("")
+    (tmp_path / "runner-temp").mkdir()
     reports = tmp_path / "qgate-report"
     return {
         "QGATE_COMMAND": "check",
@@ -70,6 +73,8 @@ def github_env(tmp_path: Path, fake) -> dict[str, str]:
         "GITHUB_API_URL": "https://api.example.test",
         "GITHUB_SERVER_URL": "https://github.example.test",
         "GITHUB_RUN_ID": "1234",
+        "GITHUB_WORKSPACE": str(tmp_path),
+        "RUNNER_TEMP": str(tmp_path / "runner-temp"),
         "RUNNER_OS": "Linux",
     }
 
@@ -79,13 +84,26 @@ def outputs(env: dict[str, str]) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
+def after_run(env: dict[str, str]) -> dict[str, str]:
+    """The environment action.yml gives the steps after ``run``: that step's outputs."""
+    values = outputs(env)
+    return {
+        **env,
+        "QGATE_EXIT_CODE": values["exit-code"],
+        "QGATE_STEP_RESULTS": values.get("results-file", ""),
+        "QGATE_RUN_ID": values.get("run-id", ""),
+        "QGATE_INVOCATION_ID": values.get("invocation-id", ""),
+        "QGATE_EXPECT_INVOCATION": "true",
+    }
+
+
 def run_action(env: dict[str, str], capfd: pytest.CaptureFixture[str]) -> tuple[str, int]:
     """The action's steps in order, as action.yml runs them; returns stdout and the exit code."""
     assert main(["run"], env=env) == 0  # never fails itself: the last step propagates the code
     code = int(outputs(env)["exit-code"])
-    env = {**env, "QGATE_EXIT_CODE": str(code)}
+    later = after_run(env)
     for step in ("outputs", "summary", "annotate"):
-        assert main([step], env=env) == 0
+        assert main([step], env=later) == 0
     return capfd.readouterr().out, code
 
 
@@ -175,7 +193,7 @@ def test_a_usage_error_is_exit_2_with_a_summary_that_says_so(github_env, fake, c
     assert code == 2
     assert outputs(env)["verdict"] == "error" and outputs(env)["report"] == ""
     assert "exited with code 2" in Path(env["GITHUB_STEP_SUMMARY"]).read_text()
-    assert "::error title=qgate::qgate exited with code 2" in out
+    assert "::error title=qgate%3A error::no results this step can trust: qgate wrote no" in out
 
 
 def test_a_glob_matching_nothing_is_an_input_error(github_env, capfd):
@@ -195,13 +213,16 @@ def test_qgate_arguments_for_each_command(github_env, tmp_path, fake):
         "QGATE_SHARD": "2/3",
         "QGATE_ARGS": "--n-ctx 256 --dataset 'legal=my file.txt'",
     }
-    args = qgate_arguments(env)
-    assert args[:3] == ["check", str(a), str(b)]  # newline or space separated, no duplicates
+    args = qgate_arguments(env, run_id="github-run-1")
+    # file names last, after --: newline or space separated, no duplicates
+    assert args[0] == "check" and args[-3:] == ["--", str(a), str(b)]
     assert args[args.index("--shard") + 1] == "2/3"
+    assert args[args.index("--run-id") + 1] == "github-run-1"
     assert args[args.index("--json") + 1] == env["QGATE_JSON"]
-    assert args[-4:] == ["--n-ctx", "256", "--dataset", "legal=my file.txt"]
+    assert args[-7:-3] == ["--n-ctx", "256", "--dataset", "legal=my file.txt"]
     baseline = qgate_arguments({**env, "QGATE_COMMAND": "baseline", "QGATE_ARGS": ""})
-    assert baseline[:2] == ["baseline", env["QGATE_REFERENCE"]] and "--cache-dir" in baseline
+    assert baseline[0] == "baseline" and baseline[-2:] == ["--", env["QGATE_REFERENCE"]]
+    assert "--cache-dir" in baseline
     shards = tmp_path / "qgate-shards"
     for k in (1, 2):
         (shards / f"qgate-report-shard-{k}-of-2").mkdir(parents=True)
@@ -210,6 +231,7 @@ def test_qgate_arguments_for_each_command(github_env, tmp_path, fake):
         {**env, "QGATE_COMMAND": "merge", "QGATE_RESULTS": f"{shards}/**/results.json"}
     )
     assert merge[0] == "merge" and len([m for m in merge if m.endswith("results.json")]) == 3
+    assert merge[-3] == "--" and all(m.endswith("results.json") for m in merge[-2:])
     assert expand(f"{shards}/*/results.json", what="x")[0].endswith("1-of-2/results.json")
     with pytest.raises(Exception, match="unknown command"):
         qgate_arguments({**env, "QGATE_COMMAND": "deploy"})
@@ -330,3 +352,297 @@ def test_a_long_comment_is_truncated_within_the_limit(github_env) -> None:
     body = comment_body("| row |\n" * 20000, github_env)
     assert len(body) <= 65536 and body.startswith(COMMENT_MARKER)
     assert "Comment truncated" in body and "actions/runs/1234" in body
+
+
+# -- only what this step wrote (issue 19, class 5) --------------------------------------------
+def _qgate(*args: object) -> int:
+    """``qgate ARGS`` in-process through the real entry point (beside ``capfd``, which the
+    ``qgate`` fixture's ``capsys`` excludes)."""
+    from qgate.cli import main as qgate_main
+
+    with pytest.raises(SystemExit) as exc:
+        qgate_main([str(a) for a in args])
+    return exc.value.code if isinstance(exc.value.code, int) else 1
+
+
+def _stale_passing_results(github_env, fake) -> Path:
+    """A passing results file at the json path, as an earlier run (or the pull request) left it."""
+    good = fake("models/q8", noise=0.01, metadata={"bits_per_weight": 8.5})
+    stale = Path(github_env["QGATE_JSON"])
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    code = _qgate(
+        "check", good, "--reference", github_env["QGATE_REFERENCE"], "--policy",
+        github_env["QGATE_POLICY"], "--json", stale, "--run-id", "github-run-1234", "-q",
+    )  # fmt: skip
+    assert code == 0
+    return stale
+
+
+def test_a_stale_results_file_is_never_reported_when_qgate_writes_none(github_env, fake, capfd):
+    """A committed or left-over passing results.json and a run that fails before writing: the
+    outputs said verdict=pass and the summary PASS. Now the stale file is removed first and the
+    verdict is error."""
+    stale = _stale_passing_results(github_env, fake)
+    Path(github_env["QGATE_HTML"]).write_text("<html>stale</html>")
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q8")), "QGATE_POLICY": "no-such-policy"}
+    _, code = run_action(env, capfd)
+    assert code == 2
+    assert outputs(env)["verdict"] == "error" and outputs(env)["results"] == ""
+    assert not stale.exists() and not Path(env["QGATE_HTML"]).exists()  # nothing stale uploaded
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "qgate: ERROR" in summary and "PASS" not in summary
+
+
+def test_a_zero_exit_without_results_of_this_step_is_an_error(github_env, fake, capfd, monkeypatch):
+    """qgate exiting 0 without writing (or a stale file in its place) must not turn the gate
+    green: the exit code becomes 3 and the verdict error."""
+    import qgate.github as github
+
+    stale = _stale_passing_results(github_env, fake)
+    copy = stale.read_bytes()
+
+    def exits_zero_and_leaves_the_old_file(args):
+        stale.write_bytes(copy)  # put back where qgate was asked to write: not where it writes
+        return 0
+
+    monkeypatch.setattr(github, "run_qgate", exits_zero_and_leaves_the_old_file)
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q8"))}
+    out, code = run_action(env, capfd)
+    assert code == 3
+    assert outputs(env)["verdict"] == "error"
+    assert "::error title=qgate%3A no results to report::qgate wrote no results file" in out
+    assert "PASS" not in Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+
+
+def test_the_run_step_records_ids_and_reports_from_a_fresh_directory(github_env, fake, capfd):
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q8", noise=0.01))}
+    assert main(["run"], env=env) == 0
+    values = outputs(env)
+    assert values["run-id"] == "github-run-1234" and len(values["invocation-id"]) == 32
+    fresh = Path(values["results-file"])
+    assert fresh.parent.parent == Path(env["RUNNER_TEMP"])  # outside the workspace
+    copied = json.loads(Path(env["QGATE_JSON"]).read_text())
+    assert copied == json.loads(fresh.read_text())
+    assert copied["run_id"] == "github-run-1234"
+    assert copied["invocation_id"] == values["invocation-id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"QGATE_INVOCATION_ID": "0" * 32}, "written by another qgate process"),
+        ({"QGATE_RUN_ID": "github-run-99"}, "belongs to run 'github-run-1234', not to this run"),
+        ({"QGATE_INVOCATION_ID": ""}, "qgate wrote no results in this step"),
+        ({"QGATE_STEP_RESULTS": "/nonexistent/results.json"}, "qgate wrote no results file"),
+    ],
+)
+def test_a_foreign_or_missing_results_file_is_an_error(github_env, fake, capfd, change, said):
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q8", noise=0.01))}
+    assert main(["run"], env=env) == 0
+    later = {**after_run(env), **change}
+    Path(env["GITHUB_OUTPUT"]).write_text("")
+    for step in ("outputs", "summary", "annotate"):
+        assert main([step], env=later) == 0
+    assert outputs(env)["verdict"] == "error" and outputs(env)["results"] == ""
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "## qgate: ERROR" in summary and said in summary.replace("\\_", "_")
+    assert said in capfd.readouterr().out
+
+
+def test_an_edited_results_file_is_refused_with_the_reason(github_env, fake, capfd):
+    """Flipping a verdict in the results file (it sits in the workspace) is an error verdict
+    whose reason the summary and the annotation show; before, the summary said PASS."""
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q2", noise=1.5))}
+    assert main(["run"], env=env) == 0
+    later = after_run(env)
+    path = Path(later["QGATE_STEP_RESULTS"] or env["QGATE_JSON"])
+    data = json.loads(path.read_text())
+    for subject in data["subjects"]:
+        for result in subject["results"]:
+            result["verdict"] = "pass"
+    path.write_text(json.dumps(data))
+    Path(env["GITHUB_OUTPUT"]).write_text("")
+    for step in ("outputs", "summary", "annotate"):
+        assert main([step], env=later) == 0
+    assert outputs(env)["verdict"] == "error"
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "## qgate: ERROR" in summary and "PASS" not in summary
+    assert "the results file was refused" in summary and "disagree" in summary
+    assert "::error title=qgate%3A error::no results this step can trust" in capfd.readouterr().out
+
+
+def test_merging_shards_of_another_run_is_refused_by_the_action(github_env, fake, capfd):
+    """The merge step accepts only results of this workflow run: shards another run left in the
+    workspace (or a pull request committed) make the gate exit 2, not pass."""
+    good = fake("models/q8", noise=0.01, metadata={"bits_per_weight": 8.5})
+    shards = Path(github_env["RUNNER_TEMP"]).parent / "qgate-shards"
+    for index in (1, 2):
+        code = _qgate(
+            "check", good, "--reference", github_env["QGATE_REFERENCE"], "--policy",
+            github_env["QGATE_POLICY"], "--shard", f"{index}/2", "--run-id", "github-run-77",
+            "--json", shards / f"s{index}" / "results.json", "-q",
+        )  # fmt: skip
+        assert code == 0
+    env = {**github_env, "QGATE_COMMAND": "merge", "QGATE_RESULTS": f"{shards}/*/results.json"}
+    out, code = run_action(env, capfd)
+    assert code == 2 and outputs(env)["verdict"] == "error"
+    assert "belongs to run 'github-run-77', not to this run 'github-run-1234'" in out
+    mine = {**env, "QGATE_RUN_ID": "github-run-77"}  # the run-id input: the shards' run
+    Path(env["GITHUB_OUTPUT"]).write_text("")
+    _, code = run_action(mine, capfd)
+    assert code == 0 and outputs(mine)["verdict"] == "pass"
+
+
+def test_step_run_ids() -> None:
+    from qgate.github import step_run_id
+
+    assert step_run_id({"GITHUB_RUN_ID": "42", "GITHUB_RUN_ATTEMPT": "3"}) == "github-run-42"
+    assert step_run_id({"GITHUB_RUN_ID": "42", "QGATE_RUN_ID": "mine"}) == "mine"
+    assert step_run_id({}).startswith("local-") and step_run_id({}) != step_run_id({})
+
+
+def test_the_cache_directory_is_outside_the_workspace_unless_asked(github_env, capfd) -> None:
+    """The default cache directory was .qgate-cache in the workspace, which a pull request can
+    write (issue 19, class 3): now it is under $RUNNER_TEMP, and a cache-dir inside the workspace
+    gets a warning."""
+    from qgate.github import cache_directory
+
+    env = {**github_env, "QGATE_CACHE_DIR": ""}
+    assert cache_directory(env) == str(Path(env["RUNNER_TEMP"]) / "qgate-cache")
+    assert "::warning" not in capfd.readouterr().out
+    inside = str(Path(env["GITHUB_WORKSPACE"]) / ".qgate-cache")
+    assert cache_directory({**env, "QGATE_CACHE_DIR": inside}) == inside
+    assert "inside the workspace" in capfd.readouterr().out
+    assert main(["cache-key"], env=env) == 0
+    assert outputs(env)["dir"] == str(Path(env["RUNNER_TEMP"]) / "qgate-cache")
+
+
+def test_a_report_path_that_is_a_directory_is_an_input_error(github_env, fake, capfd) -> None:
+    Path(github_env["QGATE_JSON"]).mkdir(parents=True)
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q8"))}
+    assert main(["run"], env=env) == 0
+    assert outputs(env)["exit-code"] == "2"
+    assert "exists and is not a file" in capfd.readouterr().out
+
+
+# -- file names after -- (issue 19, class 9) ---------------------------------------------------
+def test_a_model_file_named_like_an_option_is_a_file(github_env, fake, qgate, monkeypatch):
+    """A glob-expanded file named --n-ctx=16 was read by click as the option (and the models
+    argument then missing: exit 2). After --, it is a file."""
+    workspace = Path(github_env["GITHUB_WORKSPACE"])
+    monkeypatch.chdir(workspace)
+    write_fake_model(workspace / "--n-ctx=16", noise=0.01, metadata={"bits_per_weight": 8.5})
+    out = workspace / "r.json"
+    env = {**github_env, "QGATE_MODELS": "--n-ctx=*", "QGATE_JSON": str(out)}
+    args = qgate_arguments({k: v for k, v in env.items() if k != "QGATE_HTML"})
+    result = qgate(*args)  # the real entry point, qgate.cli.main
+    assert result.code == 0, result
+    assert args[-2:] == ["--", "--n-ctx=16"]
+    report = RunReport.from_dict(json.loads(out.read_text()))
+    assert [s.path for s in report.subjects] == ["--n-ctx=16"]
+    assert report.provenance["policy"]["backend_options"]["n_ctx"] == 128  # the policy's
+
+
+def test_merge_takes_results_files_named_like_options(github_env, fake, qgate, monkeypatch):
+    workspace = Path(github_env["GITHUB_WORKSPACE"])
+    monkeypatch.chdir(workspace)
+    result = qgate(
+        "check", "--policy", github_env["QGATE_POLICY"], "--reference",
+        github_env["QGATE_REFERENCE"], "--json", "--quiet.json", "-q", "--",
+        str(fake("models/q8", noise=0.01, metadata={"bits_per_weight": 8.5})),
+    )  # fmt: skip
+    assert result.code == 0, result
+    args = qgate_arguments({**github_env, "QGATE_COMMAND": "merge", "QGATE_RESULTS": "--q*.json"})
+    assert qgate(*args).code == 0
+    assert args[-2:] == ["--", "--quiet.json"]
+
+
+# -- what a model says cannot ping, link or reverse (issue 19, class 9) ------------------------
+HOSTILE = (
+    "@octocat and @acme/security see [click](https://evil.example/x) "
+    "![pixel](https://evil.example/p.png) <img src=x> www.evil.example #12 GH-3 "
+    "\u202egnp.exe\u202c \u2066x\u2069 \u200fy\u200e"
+)
+
+
+def _hostile_report() -> RunReport:
+    return RunReport(
+        policy="p @policy-owner",
+        subjects=[
+            SubjectReport(
+                path="models/q.gguf",
+                backend="fake",
+                info={"label": HOSTILE, "architecture": "llama @arch-owner"},
+                results=[
+                    CheckResult("perplexity", "perplexity", "ppl_delta", Verdict.FAIL, HOSTILE),
+                ],
+            )
+        ],
+        shard={
+            "index": "1](https://evil.example)",
+            "count": "<img src=x> @octocat",
+            "units": [],
+            "planned_units": [],
+        },
+    )
+
+
+def _assert_neutral(text: str) -> None:
+    assert re.search(r"@[A-Za-z]", text) is None  # no mention
+    assert "://" not in text and "www.evil" not in text  # no autolink
+    assert re.search(r"(?<!\\)\]\(", text) is None  # no link or image: every ]( is escaped
+    assert "<img" not in text  # no HTML
+    assert re.search(r"#\d|GH-\d", text) is None  # no issue reference
+    assert re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069]", text) is None  # no bidi
+
+
+def test_the_summary_neutralises_what_the_results_say(github_env) -> None:
+    from qgate.github import StepResults, summary_markdown
+
+    markdown = summary_markdown(StepResults(_hostile_report()), 1)
+    _assert_neutral(markdown)
+    assert markdown.startswith("## qgate: FAIL")  # qgate's own Markdown is left alone
+    assert "octocat" in markdown and "evil.example" in markdown  # readable, not removed
+    assert "> Shard 1\\]" in markdown  # the shard note is escaped text
+    body = comment_body(markdown, github_env)
+    _assert_neutral(body.split("<sub>[Workflow run")[0])
+    assert "(https://github.example.test/acme/quants/actions/runs/1234)" in body  # qgate's link
+
+
+def test_an_error_summary_neutralises_the_reason(github_env) -> None:
+    from qgate.github import StepResults, summary_markdown
+
+    markdown = summary_markdown(StepResults(None, f"refused: {HOSTILE}"), 2)
+    _assert_neutral(markdown)
+    assert markdown.startswith("## qgate: ERROR")
+
+
+def test_annotations_carry_no_bidi_controls(github_env, capfd, monkeypatch) -> None:
+    import qgate.github as github
+
+    monkeypatch.setattr(github, "step_results", lambda env: github.StepResults(_hostile_report()))
+    assert main(["annotate"], env=github_env) == 0
+    out = capfd.readouterr().out
+    assert re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069]", out) is None
+    assert out.startswith("::error title=qgate fail%3A @\u200boctocat")
+
+
+def test_neutralise_keeps_plain_text_and_breaks_only_pings_and_links() -> None:
+    from qgate.github import neutralise
+
+    assert neutralise("Q4_K_M: 3.2 % (limit <= 1 %)") == "Q4_K_M: 3.2 % (limit <= 1 %)"
+    assert neutralise("@a https://b www.c #1") == ("@\u200ba https:\u200b//b www\u200b.c #\u200b1")
+
+
+def test_a_comment_from_a_downloaded_artifact_needs_the_gate_runs_id(github_env, fake, capfd):
+    """The workflow_run pattern (docs/ci.md) posts another run's results: only with that run's
+    id (QGATE_RUN_ID) are they shown; without any id nothing tells them from a stale file."""
+    from qgate.github import step_results
+
+    env = {**github_env, "QGATE_MODELS": str(fake("models/q8", noise=0.01))}
+    assert main(["run"], env=env) == 0
+    artifact = {"QGATE_JSON": env["QGATE_JSON"]}  # no run step here: no invocation id
+    assert step_results({**artifact, "QGATE_RUN_ID": "github-run-1234"}).report is not None
+    other = step_results({**artifact, "QGATE_RUN_ID": "github-run-9"})
+    assert other.report is None and "not to this run 'github-run-9'" in other.problem
+    assert "no run id" in step_results(artifact).problem

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from qgate.errors import BackendError
-from qgate.results import RunReport, SubjectReport, Verdict
+from qgate.results import RunReport, SkipCause, SubjectReport, Verdict
 from tests.conftest import needs_llama_cpp
 
 TEMPLATE = (
@@ -308,11 +308,15 @@ def test_metadata_decides_only_when_nothing_else_can(qgate: Any, tmp_path: Path,
     assert by_metric(subject)["metadata_closer_share"].value == 1.0
 
 
-def test_skipped_without_a_claim(qgate: Any, tmp_path: Path, fake: Any) -> None:
+def test_without_a_claim_it_cannot_measure_and_blocks(
+    qgate: Any, tmp_path: Path, fake: Any
+) -> None:
     code, report = run(qgate, tmp_path, [fake("q")], None)
-    assert code == 0
-    (result,) = report.subjects[0].results
-    assert result.verdict is Verdict.SKIP and "claimed_source" in result.message
+    assert code == 1
+    results = report.subjects[0].results
+    (result,) = [r for r in results if r.check == "identity"]
+    assert result.verdict is Verdict.ERROR and "claimed_source" in result.message
+    assert result.skip_cause is SkipCause.UNAVAILABLE
 
 
 def test_undecidable_is_on_inconclusive(qgate: Any, tmp_path: Path, fake: Any) -> None:

@@ -97,7 +97,9 @@ def test_quant_floor_forbids_q4_0_caches_above_a_context(qgate, fake, tmp_path):
     code, results = run(qgate, tmp_path, long_q8, fake("sub"), fake("ref"))
     assert results["kv_cache_bits"].verdict is Verdict.PASS
     short = tmp_path / "short.yaml"
-    short.write_text("checks:\n" + floor)
+    short.write_text(
+        "checks:\n" + floor.replace("{min_kv_cache", "{min_bits_per_weight: 2, min_kv_cache")
+    )
     result = qgate("check", fake("sub"), "--kv-cache", "q4_0", "--policy", short, "-q")
     assert result.code == 0  # n_ctx 512 <= 1024: the floor does not apply
     result = qgate(

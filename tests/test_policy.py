@@ -415,11 +415,34 @@ def test_policy_must_be_a_mapping(checks: dict[str, Any], tmp_path: Path, text: 
     assert str(err) == f"{path}: a policy must be a mapping at the top level"
 
 
-def test_empty_policy_file_is_valid(checks: dict[str, Any], tmp_path: Path) -> None:
-    policy = load_policy(str(write(tmp_path / "empty.yaml", "")), checks)
-    assert policy.name == "empty"
-    assert policy.checks == []
-    assert [d.name for d in policy.datasets] == ["en"]
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",  # an empty file
+        "checks: []\n",
+        "extends: production\nchecks:\n"
+        + "".join(
+            f"  - {{use: {use}, enabled: false}}\n"
+            for use in (
+                "perplexity",
+                "kl-divergence",
+                "repetition",
+                "task-accuracy",
+                "long-context",
+                "quant-floor",
+                "identity",
+            )
+        )
+        + "  - {use: quant-floor, id: quant-floor-moe, enabled: false}\n",
+    ],
+    ids=["empty-file", "empty-list", "all-disabled"],
+)
+def test_a_policy_that_runs_no_check_is_an_error(
+    checks: dict[str, Any], tmp_path: Path, text: str
+) -> None:
+    """A gate with no checks would pass any model: refused when the policy is loaded."""
+    with pytest.raises(PolicyError, match=r"empty.yaml: checks: the policy runs no checks"):
+        load_policy(str(write(tmp_path / "empty.yaml", text)), checks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +582,9 @@ def test_dataset_path_with_a_relative_policy_path(
     checks: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write(tmp_path / "cfg" / "data.txt", "some text " * 50)
-    write(tmp_path / "cfg" / "p.yaml", "datasets:\n  - path: data.txt\n")
+    write(
+        tmp_path / "cfg" / "p.yaml", "datasets:\n  - path: data.txt\nchecks: [{use: perplexity}]\n"
+    )
     monkeypatch.chdir(tmp_path)
     policy = load_policy("cfg/p.yaml", checks)
     assert Path(policy.datasets[0].path).resolve() == (tmp_path / "cfg" / "data.txt").resolve()

@@ -245,6 +245,20 @@ def findings(source: str) -> list[str]:
     return found
 
 
+def test_the_policy_loader_is_yamls_safe_loader():
+    """Policies are read by a SafeLoader subclass that only adds the duplicate-key check:
+    it constructs plain values only, as ``yaml.safe_load`` does."""
+    import yaml
+
+    from qgate.policy.loader import _UniqueKeyLoader, safe_load_unique_keys
+
+    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
+    # no tag beyond the safe ones: nothing that builds Python objects
+    assert set(_UniqueKeyLoader.yaml_constructors) == set(yaml.SafeLoader.yaml_constructors)
+    with pytest.raises(yaml.constructor.ConstructorError):
+        safe_load_unique_keys("!!python/object/apply:os.system ['true']")
+
+
 def test_no_code_path_deserialises_unsafely_or_runs_dynamic_code():
     problems = {
         str(path.relative_to(REPO)): found

@@ -783,7 +783,10 @@ def test_console_table(report: RunReport) -> None:
     row = next(line for line in lines if "kl-divergence.kld_p99" in line)
     assert "0.9800 [0.9100, 1.0500] (limit <= 0.5000)" in row
     assert "(no results)" in text
-    assert lines[-1] == ("qgate: ERROR (3 subjects: 1 error, 3 fail, 1 warn, 2 pass, 1 skip)")
+    assert lines[-1] == (
+        "qgate: ERROR (3 subjects: 1 error, 3 fail, 1 warn, 2 pass, 1 skip; "
+        "4 of 6 fail-severity checks measured)"
+    )
     assert "model loads: 3" in lines[-2]
 
 

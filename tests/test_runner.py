@@ -12,7 +12,7 @@ from qgate.check import Check, CheckContext
 from qgate.hookspecs import hookimpl
 from qgate.plugins import Registry, make_plugin_manager
 from qgate.policy import load_policy
-from qgate.results import CheckResult, RunReport, Verdict
+from qgate.results import CheckResult, RunReport, SkipCause, Verdict
 from qgate.runner import Runner
 
 POLICY = """
@@ -247,13 +247,30 @@ def test_an_interrupt_keeps_what_was_measured_and_marks_the_run_incomplete(fake,
     assert report.verdict is Verdict.ERROR
 
 
-def test_checks_needing_a_reference_skip_without_one(qgate, fake, policy_file, tmp_path):
+def test_checks_needing_a_reference_block_the_gate_without_one(qgate, fake, policy_file, tmp_path):
+    """A forgotten --reference (a typo in a workflow variable) must not pass on the quant floor
+    alone: the fail-severity checks that could not measure are errors."""
+    out = tmp_path / "r.json"
+    result = qgate("check", fake("solo"), "--policy", policy_file, "--json", out, "-q")
+    assert result.code == 1
+    results = by_name(results_of(out), "solo")
+    for name in ("perplexity", "kl-divergence"):
+        assert results[name].verdict is Verdict.ERROR
+        assert results[name].skip_cause is SkipCause.UNAVAILABLE
+        assert "could not measure: needs a reference model (--reference)" in results[name].message
+    assert results["quant-floor.bits_per_weight"].verdict is Verdict.PASS
+    assert "1 of 3 fail-severity checks measured" in result.out
+
+
+def test_on_skip_skip_lets_a_check_without_its_reference_stand_as_a_skip(qgate, fake, tmp_path):
+    policy_file = tmp_path / "lenient.yaml"
+    policy_file.write_text(POLICY.replace("checks:", "on_skip: skip\nchecks:", 1))
     out = tmp_path / "r.json"
     result = qgate("check", fake("solo"), "--policy", policy_file, "--json", out, "-q")
     assert result.code == 0
     results = by_name(results_of(out), "solo")
     assert results["perplexity"].verdict is Verdict.SKIP
-    assert "--reference" in results["perplexity"].message
+    assert results["perplexity"].on_skip == "skip"
     assert results["quant-floor.bits_per_weight"].verdict is Verdict.PASS
 
 

@@ -218,7 +218,11 @@ def test_shards_of_different_splits_or_policies_are_a_usage_error(
     assert result.code == 2 and "policy digests differ" in result.err
 
     result = qgate("merge", three[0], three[0], three[1], three[2], "-q")
-    assert result.code == 2 and "given twice" in result.err
+    assert result.code == 2 and "given more than once" in result.err  # a copy
+
+    again = run_shards(qgate, ladder, policy_file, tmp_path / "again")  # shard 1/3 re-run
+    result = qgate("merge", three[0], again[0], three[1], three[2], "-q")
+    assert result.code == 2 and "shard 1/3 given twice" in result.err
 
 
 def test_whole_runs_merge_and_cannot_mix_with_shards(qgate, ladder, policy_file, tmp_path):

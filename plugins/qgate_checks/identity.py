@@ -350,13 +350,15 @@ class WeightEvidence:
         """Mask of the weight matrices (two or more dimensions). Norm and bias vectors stay out
         of the match vote and the summaries: every quant copies them unquantized, and a positive
         scale vector has a high cosine to almost any other. (They do vote on which candidate is
-        closer: a quant of the base carries the base's norms exactly.)"""
-        mask = np.array([math.prod(t.shape[1:]) > 1 for t in self.tensors], dtype=bool)
-        return mask if mask.any() else np.ones(len(self.tensors), dtype=bool)
+        closer: a quant of the base carries the base's norms exactly.) A tensor with no values
+        (a zero dimension) is in neither: comparing nothing gives cosine 1, no evidence at all."""
+        filled = np.array([t.elements > 0 for t in self.tensors], dtype=bool)
+        mask = np.array([math.prod(t.shape[1:]) > 1 for t in self.tensors], dtype=bool) & filled
+        return mask if mask.any() else filled
 
     def match_share(self) -> float:
         """Share of the weight matrices with cosine >= ``min_cosine`` to the claim."""
-        if not self.tensors:
+        if not self.matrices.any():
             return math.nan
         return float(np.mean(self.cos(1)[self.matrices] >= self.min_cosine))
 
@@ -600,6 +602,8 @@ class IdentityCheck(Check):
             return evidence.weights_note
         if not weights.tensors:
             return "the files have no tensors"
+        if not weights.matrices.any():
+            return "no tensor of the files holds any values"
         for k in range(2, len(candidates) + 1):
             if weights.closer(k)[2] == 0:
                 return (
@@ -660,6 +664,9 @@ class IdentityCheck(Check):
                     message=f"no evidence can tell the candidates apart ({reasons}); "
                     f"on_inconclusive: {ctx.on_inconclusive}",
                     severity=Severity(ctx.spec.severity),
+                    # no value to judge: the verdict is on_inconclusive's, and says so
+                    details={"inconclusive": True},
+                    on_inconclusive=ctx.on_inconclusive,
                 ),
             )
         if not results:
@@ -690,6 +697,8 @@ class IdentityCheck(Check):
         weights: WeightEvidence,
     ) -> list[CheckResult]:
         cos = weights.cos(1)[weights.matrices]
+        if not len(cos):  # nothing was compared: no weight result (see _weights_decisive)
+            return []
         share = weights.match_share()
         results = [
             ctx.result(
@@ -1012,7 +1021,7 @@ def pairwise_evidence(
         "max_rel_error": float(np.max(rel)) if len(rel) else None,
         "median_cosine": float(np.median(cos[matrices])) if matrices.any() else None,
         "min_cosine": float(np.min(cos)) if len(cos) else None,
-        "match_share": weights.match_share() if len(cos) else None,
+        "match_share": weights.match_share() if matrices.any() else None,
         "min_cosine_for_match": min_cosine,
         "least_similar": [
             {
@@ -1051,7 +1060,9 @@ def format_pairwise(data: dict[str, Any]) -> str:
         f"{weights['values_compared']:,} values compared, at most "
         f"{weights['max_values_per_tensor'] or 'all'} per tensor; {weights['seconds']}s):"
     )
-    if not weights["tensors"]:
+    if weights["match_share"] is None:  # no tensors, or none that holds a value
+        if weights["tensors"]:
+            lines.append("  no tensor holds any values: there is nothing to compare")
         return "\n".join(lines)
     share = weights["match_share"]
     lines += [

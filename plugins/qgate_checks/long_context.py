@@ -19,22 +19,31 @@ together, so a second run of the same quant never loads the reference at the lon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 
 import numpy as np
 
 from qgate.backend import KV_CACHE_BITS, GenerationSettings, LoadedModel
-from qgate.cache import cache_key
+from qgate.cache import Entry, Field, backend_material, check_arrays, spot_check_picks
 from qgate.check import Check, CheckContext
 from qgate.datasets import BUILTIN_CORPORA, load_dataset
 from qgate.errors import CheckError, PolicyError, UnsupportedKVCache
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.policy.model import DatasetSpec
-from qgate.results import CheckResult, Interval
+from qgate.results import CheckResult, Interval, SkipCause
+from qgate.scoring.evaluation import (
+    SPOT_CHECK_TOLERANCE,
+    disagreement,
+    expected_top_k,
+    tail_problem,
+    top_problem,
+)
 from qgate.scoring.kld import kld_estimate
 from qgate.stats import bootstrap_interval
 
@@ -165,7 +174,12 @@ class LongContextCheck(Check):
                     )
                     hits = run_probes(model, probes)
             except UnsupportedKVCache as exc:  # e.g. a quantized cache on a transformers model
-                results.append(ctx.skip(str(exc), metric=f"late_excess_kld[{kv}]"))
+                # the backend keeps its cache unquantized: the risk measured here does not exist
+                results.append(
+                    ctx.skip(
+                        str(exc), metric=f"late_excess_kld[{kv}]", cause=SkipCause.NOT_APPLICABLE
+                    )
+                )
                 continue
             if sub.gathered_logprobs is None:
                 raise CheckError(
@@ -277,34 +291,60 @@ class LongContextCheck(Check):
         positions: np.ndarray,
         probes: list[Probe],
     ) -> dict[str, np.ndarray]:
-        """The reference's long sequence, its scores there and its pass-key hits, cached whole:
-        a warm run never loads the reference at the long context."""
+        """The reference's long sequence, its scores there and its pass-key hits, cached whole
+        and verified on every read (see :mod:`qgate.cache`): a warm run never loads the
+        reference at the long context, unless ``evaluation.cache_spot_check`` asks for it."""
         assert ctx.reference is not None
         settings = ctx.policy.evaluation
-        key = cache_key(
+        evaluation = ctx.evaluation
+        entry = self._entry(ctx, options, positions, probes)
+        validate = functools.partial(
+            long_reference_problem,
+            context=options.context,
+            positions=len(positions),
+            probes=len(probes),
+            top_k=expected_top_k(settings.top_k, ctx.reference.info.vocab_size),
+            tail_samples=settings.tail_samples,
+            vocab=ctx.reference.info.vocab_size,
+        )
+        cached = evaluation.cache.load(entry, validate=validate)
+        if cached is not None and (
+            not settings.cache_spot_check
+            or self._spot_check(ctx, options, entry, cached, positions, probes)
+        ):
+            evaluation.counters["reference_cache_hits"] += 1
+            return cached
+        arrays = self._compute_reference(ctx, options, positions, probes)
+        evaluation.counters["reference_cache_misses"] += 1
+        evaluation.cache.store(entry, arrays)
+        return arrays
+
+    @staticmethod
+    def _entry(
+        ctx: CheckContext, options: LongContextOptions, positions: np.ndarray, probes: list[Probe]
+    ) -> Entry:
+        """Everything the reference's long-context outputs depend on."""
+        assert ctx.reference is not None
+        settings = ctx.policy.evaluation
+        at_long_context = replace(ctx.reference.options, n_ctx=options.context, kv_cache="f16")
+        return Entry.of(
             "long-context-reference",
             model=ctx.reference.digest,
-            context=options.context,
             corpora=options.corpora,
             positions=hashlib.sha256(positions.tobytes()).hexdigest(),
             probes=[(p.length, p.depth, p.key) for p in probes],
+            probe_decoding=asdict(probe_settings()),
             top_k=settings.top_k,
             tail_samples=settings.tail_samples,
-            backend=ctx.reference.backend.name,
+            **backend_material(ctx.reference.backend.name, at_long_context),
         )
-        fields = (
-            "tokens",
-            "hits",
-            "target_logprob",
-            "top_ids",
-            "top_logprobs",
-            "tail_ids",
-            "tail_logprobs",
-        )
-        cached = ctx.evaluation.cache.load(key)
-        if cached is not None and set(cached) == set(fields):
-            ctx.evaluation.counters["reference_cache_hits"] += 1
-            return cached
+
+    @staticmethod
+    def _compute_reference(
+        ctx: CheckContext, options: LongContextOptions, positions: np.ndarray, probes: list[Probe]
+    ) -> dict[str, np.ndarray]:
+        assert ctx.reference is not None
+        settings = ctx.policy.evaluation
         with ctx.reference.borrowed(n_ctx=options.context, kv_cache="f16") as reference:
             tokens = long_sequence(reference, options.corpora, options.context)
             scores = reference.score(
@@ -331,9 +371,96 @@ class LongContextCheck(Check):
         }
         if arrays["tail_ids"].shape[1] not in (0, m):
             raise CheckError("the backend returned an unexpected number of tail samples")
-        ctx.evaluation.counters["reference_cache_misses"] += 1
-        ctx.evaluation.cache.store(key, arrays)
         return arrays
+
+    @staticmethod
+    def _spot_check(
+        ctx: CheckContext,
+        options: LongContextOptions,
+        entry: Entry,
+        cached: dict[str, np.ndarray],
+        positions: np.ndarray,
+        probes: list[Probe],
+    ) -> bool:
+        """Replay the cached scoring pass and ask a few cached pass-key probes again with the
+        real reference; a disagreement discards the entry (reported).
+
+        The pass is replayed whole, every position: the entry's unit is the one sequence, and a
+        replay of the very same request is bit-identical, whereas scoring a subset of positions
+        or a shorter prefix runs other kernels and moves log-probabilities by up to ~1e-2 nats
+        (Gemma 3 270M, F16), past any tolerance that would still catch a forgery.
+        """
+        assert ctx.reference is not None
+        evaluation = ctx.evaluation
+        count = ctx.policy.evaluation.cache_spot_check
+        started = time.perf_counter()
+        asked = spot_check_picks(evaluation.spot_check_seed, entry, len(probes), count)
+        worst = 0.0
+        with ctx.reference.borrowed(n_ctx=options.context, kv_cache="f16") as reference:
+            tokens = long_sequence(reference, options.corpora, options.context)
+            if tokens != cached["tokens"].tolist():
+                problem: str | None = "its token sequence is not the reference's tokenization"
+            else:
+                fresh = reference.score(
+                    tokens,
+                    start=int(positions[0]),
+                    positions=positions.tolist(),
+                    top_k=cached["top_ids"].shape[1],
+                    gather=np.concatenate([cached["top_ids"], cached["tail_ids"]], axis=1),
+                )
+                evaluation.counters["spot_check_passes"] += 1
+                rows = {name: cached[name] for name in SPOT_CHECKED}
+                problem, worst = disagreement(rows, fresh, SPOT_CHECK_TOLERANCE)
+                if problem is None:
+                    hits = run_probes(reference, [probes[i] for i in asked])
+                    evaluation.counters["spot_check_generations"] += len(asked)
+                    if hits != [bool(cached["hits"][i]) for i in asked]:
+                        problem = "the reference answers the pass-key probes otherwise"
+        evaluation.cache.record_spot_check(
+            entry,
+            {
+                "positions": len(positions),
+                "probes": asked,
+                "seed": evaluation.spot_check_seed,
+                "max_abs_diff": worst,
+                "tolerance": SPOT_CHECK_TOLERANCE,
+                "agreed": problem is None,
+            },
+        )
+        if problem is not None:
+            evaluation.cache.reject(entry, f"spot-check: {problem}")
+        evaluation.timings["spot_check"] += time.perf_counter() - started
+        return problem is None
+
+
+#: the cached values a spot-check compares with a fresh pass
+SPOT_CHECKED = ("target_logprob", "top_ids", "top_logprobs", "tail_logprobs")
+
+
+def long_reference_problem(
+    arrays: dict[str, np.ndarray],
+    *,
+    context: int,
+    positions: int,
+    probes: int,
+    top_k: int,
+    tail_samples: int,
+    vocab: int | None = None,
+) -> str | None:
+    """Why a cached long-context entry cannot be what a pass with these settings stored."""
+    fields = {
+        "tokens": Field("int", (context,), "ids"),
+        "hits": Field("bool", (probes,)),
+        "target_logprob": Field("float", (positions,), "logprobs"),
+        "top_ids": Field("int", (positions, top_k), "ids"),
+        "top_logprobs": Field("float", (positions, top_k), "logprobs"),
+        "tail_ids": Field("int", (positions, "tail"), "ids"),
+        "tail_logprobs": Field("float", (positions, "tail"), "logprobs"),
+    }
+    problem, sizes = check_arrays(arrays, fields, vocab=vocab)
+    return (
+        problem or top_problem(arrays["top_logprobs"]) or tail_problem(sizes["tail"], tail_samples)
+    )
 
 
 @dataclass(frozen=True)
@@ -371,12 +498,15 @@ def probe_prompt(model: LoadedModel, probe: Probe) -> str:
     return text[:cut] + needle + text[cut:] + question
 
 
+def probe_settings() -> GenerationSettings:
+    """How a pass-key probe is decoded: greedy, a few tokens, one line."""
+    return GenerationSettings(max_tokens=8, stop=["\n"])
+
+
 def run_probes(model: LoadedModel, probes: list[Probe]) -> list[bool]:
     hits = []
     for probe in probes:
-        answer = model.generate(
-            probe_prompt(model, probe), GenerationSettings(max_tokens=8, stop=["\n"])
-        )
+        answer = model.generate(probe_prompt(model, probe), probe_settings())
         hits.append(probe.key in answer.text)
     return hits
 

@@ -16,7 +16,7 @@ from qgate.check import Check, CheckContext
 from qgate.errors import PolicyError
 from qgate.hookspecs import hookimpl
 from qgate.options import option
-from qgate.results import CheckResult, Comparison
+from qgate.results import CheckResult, Comparison, SkipCause
 
 
 @dataclass
@@ -97,6 +97,7 @@ class QuantFloorCheck(Check):
             return ctx.skip(
                 f"no KV cache runs above {options.kv_cache_above_context} tokens: the floor does not apply",
                 "kv_cache",
+                cause=SkipCause.NOT_APPLICABLE,
             )
         kv, n_ctx = min(applicable, key=lambda config: KV_CACHE_BITS.get(config[0], 0))
         listed = ", ".join(f"{k} at {n}" for k, n in sorted(set(applicable)))

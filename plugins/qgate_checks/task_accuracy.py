@@ -19,7 +19,7 @@ from qgate.errors import PolicyError
 from qgate.generation import GenerationRequest
 from qgate.hookspecs import hookimpl
 from qgate.options import option
-from qgate.results import CheckResult, Comparison
+from qgate.results import CheckResult, Comparison, SkipCause
 from qgate.stats import bootstrap_interval
 from qgate_checks.tasks import TIERS, extract_answer, few_shot_prompt, make_tasks
 
@@ -101,6 +101,7 @@ class TaskAccuracyCheck(Check):
                         f"{message}; the reference scores below {options.min_reference_accuracy:.0%}, so this tier "
                         "carries no signal for this model",
                         f"accuracy_drop[{tier}]",
+                        cause=SkipCause.NO_SIGNAL,
                     )
                 )
                 continue

@@ -155,13 +155,20 @@ def _parse(cur: _Cursor) -> GGUFHeader:
             f"keys, impossible in a file of {cur.size} bytes"
         )
     header = GGUFHeader(version=version, file_size=cur.size)
+    # A name given twice is refused, as llama.cpp's own loader does: which of the two would
+    # an engine use? The metadata it reads and the tensors it loads could differ from what
+    # qgate inspected and compared (and the weight reader refused it, after inspect passed).
+    key_index: dict[str, int] = {}
     for index in range(n_kv):
         key = cur.string(f"metadata key #{index}")
+        _refuse_twice(cur, key_index, key, index, "metadata key")
         value_type = cur.u32(f"type of {key!r}")
         header.fields[key] = _value(cur, value_type, key, depth=0)
     infos = []
+    name_index: dict[str, int] = {}
     for index in range(n_tensors):
         name = cur.string(f"tensor name #{index}")
+        _refuse_twice(cur, name_index, name, index, "tensor")
         n_dims = cur.u32(f"dimensions of {name!r}")
         if not 1 <= n_dims <= MAX_DIMS:
             raise cur.fail(f"tensor {name!r} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
@@ -175,6 +182,15 @@ def _parse(cur: _Cursor) -> GGUFHeader:
     header.data_offset = (cur.pos + alignment - 1) // alignment * alignment
     header.tensors = [_tensor(cur, header.data_offset, *info) for info in infos]
     return header
+
+
+def _refuse_twice(cur: _Cursor, seen: dict[str, int], name: str, index: int, what: str) -> None:
+    if name in seen:
+        raise BackendError(
+            f"{cur.path}: corrupt GGUF header: {what} {name!r} appears twice "
+            f"(#{seen[name]} and #{index})"
+        )
+    seen[name] = index
 
 
 def _value(cur: _Cursor, value_type: int, key: str, depth: int) -> Any:

@@ -38,7 +38,9 @@ def row_length(info: TensorInfo) -> int:
 
 
 def row_count(info: TensorInfo) -> int:
-    return int(info.n_elements // info.shape[0])
+    """Rows of ``shape[0]`` values; 0 for a tensor with no values (GGUF allows a zero in any
+    dimension, and ``shape[0] == 0`` divided by zero)."""
+    return int(info.n_elements // info.shape[0]) if info.shape[0] else 0
 
 
 def sample_rows(n_rows: int, length: int, max_elements: int | None) -> np.ndarray:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from qgate.check import format_value
 from qgate.results import CheckResult, Interval, RunReport, SubjectReport, Verdict
+from qgate.text import printable, writable
 
 #: the order verdicts are listed in: worst first, as ``overall_verdict`` ranks them
 VERDICT_ORDER: tuple[Verdict, ...] = (
@@ -24,10 +26,38 @@ COUNTER_NAMES: tuple[tuple[str, str], ...] = (
     ("model_loads", "model loads"),
     ("scoring_passes", "scoring passes"),
     ("reference_cache_hits", "reference cache hits"),
+    ("reference_cache_rejected", "reference cache entries discarded"),
 )
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _NEWLINES = re.compile(r"\r\n|\r|\n|\t")
+
+_Self = TypeVar("_Self")
+Render = Callable[[_Self, RunReport], str]
+
+
+def writes_any_text(render: Render[_Self]) -> Render[_Self]:
+    """Decorate a reporter's ``render`` so that its output is always writable (see
+    :func:`writable`), whatever strings the report carries: the one place every file
+    reporter shares, so no field can be forgotten."""
+
+    @functools.wraps(render)
+    def wrapper(self: _Self, report: RunReport) -> str:
+        return writable(render(self, report))
+
+    return wrapper
+
+
+def prints_safely(render: Render[_Self]) -> Render[_Self]:
+    """Like :func:`writes_any_text`, for text shown on a terminal: each line also loses
+    escape sequences and control characters (:func:`qgate.progress.printable`), so a label
+    such as ``"\\x1b[2J"`` cannot drive the terminal."""
+
+    @functools.wraps(render)
+    def wrapper(self: _Self, report: RunReport) -> str:
+        return "\n".join(printable(line) for line in render(self, report).split("\n"))
+
+    return wrapper
 
 
 def as_float(value: Any) -> float | None:
@@ -133,7 +163,7 @@ def counters(report: RunReport) -> list[tuple[str, Any]]:
     """The report's known counters (those present) with human names, then any others."""
     known = dict(COUNTER_NAMES)
     shown = [(known[k], report.counters[k]) for k, _ in COUNTER_NAMES if k in report.counters]
-    shown += [(k.replace("_", " "), v) for k, v in report.counters.items() if k not in known]
+    shown += [(str(k).replace("_", " "), v) for k, v in report.counters.items() if k not in known]
     return shown
 
 

@@ -12,6 +12,7 @@ from qgate_reporters._common import (
     counters,
     counts_text,
     one_line,
+    prints_safely,
     value_summary,
     verdict_counts,
 )
@@ -61,6 +62,7 @@ class ConsoleReporter(Reporter):
     description = "plain-text table on stdout"
     writes_file = False
 
+    @prints_safely
     def render(self, report: RunReport) -> str:
         title = f"qgate {report.qgate_version}".rstrip() + f" | policy: {one_line(report.policy)}"
         lines = [fit(title, LINE_WIDTH, pad=False), ""]
@@ -72,7 +74,7 @@ class ConsoleReporter(Reporter):
         summary = (
             f"qgate: {report.verdict.value.upper()} "
             f"({len(report.subjects)} subject{'s' if len(report.subjects) != 1 else ''}: "
-            f"{counts_text(verdict_counts(all_results(report)))})"
+            f"{counts_text(verdict_counts(all_results(report)))}; {report.coverage})"
         )
         if report.incomplete:
             summary += " INCOMPLETE: the run was interrupted or a subject could not be finished"

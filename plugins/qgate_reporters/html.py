@@ -16,7 +16,7 @@ import jinja2
 
 from qgate.hookspecs import hookimpl
 from qgate.reporter import Reporter
-from qgate.results import CheckResult, RunReport, SubjectReport, Verdict
+from qgate.results import CheckResult, RunReport, SubjectReport
 from qgate_reporters._common import (
     VERDICT_ORDER,
     all_results,
@@ -30,6 +30,7 @@ from qgate_reporters._common import (
     threshold_text,
     value_text,
     verdict_counts,
+    writes_any_text,
 )
 from qgate_reporters.charts import Chart, build_chart
 from qgate_reporters.ladder import quant_ladder
@@ -343,6 +344,7 @@ class HtmlReporter(Reporter):
     description = "self-contained HTML report (no JavaScript, no external assets)"
     writes_file = True
 
+    @writes_any_text
     def render(self, report: RunReport) -> str:
         results = all_results(report)
         overall = verdict_counts(results)
@@ -362,7 +364,7 @@ class HtmlReporter(Reporter):
             provenance_digests=provenance_digests(report),
             provenance_versions=provenance_versions(report),
             machine=machine_summary(report),
-            blocking=[v.value for v in Verdict if v.is_blocking],
+            coverage=str(report.coverage),
         )
 
 

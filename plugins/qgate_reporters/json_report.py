@@ -9,6 +9,7 @@ from typing import Any
 from qgate.hookspecs import hookimpl
 from qgate.reporter import Reporter
 from qgate.results import RunReport
+from qgate_reporters._common import writes_any_text
 
 
 def finite_json(obj: Any) -> Any:
@@ -31,6 +32,7 @@ class JsonReporter(Reporter):
     description = "the full results as JSON (re-renderable with qgate report)"
     writes_file = True
 
+    @writes_any_text
     def render(self, report: RunReport) -> str:
         data = finite_json(report.to_dict())
         return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

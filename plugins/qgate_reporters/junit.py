@@ -23,6 +23,7 @@ from qgate_reporters._common import (
     threshold_text,
     truncate,
     value_summary,
+    writes_any_text,
 )
 
 #: characters XML 1.0 does not allow at all (not even as character references)
@@ -124,6 +125,7 @@ def build_suite(report: RunReport, subject: SubjectReport) -> junit_xml.TestSuit
         if subject.info.get(key) is not None:
             props[key] = str(subject.info[key])
     props["verdict"] = subject.verdict.value
+    props["measured"] = str(subject.coverage)  # a pass that measured little should show it
     props["policy"] = report.policy
     for result in subject.results:
         props.update(metric_properties(result))
@@ -160,6 +162,7 @@ class JUnitReporter(Reporter):
     description = "JUnit XML for CI test-report views"
     writes_file = True
 
+    @writes_any_text
     def render(self, report: RunReport) -> str:
         suites = [build_suite(report, s) for s in report.subjects]
         if report.incomplete:

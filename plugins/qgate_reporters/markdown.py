@@ -28,6 +28,7 @@ from qgate_reporters._common import (
     truncate,
     value_text,
     verdict_counts,
+    writes_any_text,
 )
 from qgate_reporters.ladder import quant_ladder
 
@@ -91,6 +92,7 @@ class MarkdownReporter(Reporter):
     description = "GitHub-flavoured Markdown summary (step summary or PR comment)"
     writes_file = True
 
+    @writes_any_text
     def render(self, report: RunReport) -> str:
         verdict = report.verdict.value.upper()
         results = all_results(report)
@@ -100,7 +102,7 @@ class MarkdownReporter(Reporter):
             f"**qgate: {verdict}** under policy **{md_escape(report.policy)}**: "
             f"{len(report.subjects)} subject{'s' if len(report.subjects) != 1 else ''}, "
             f"{len(results)} result{'s' if len(results) != 1 else ''} "
-            f"({counts_text(verdict_counts(results))})",
+            f"({counts_text(verdict_counts(results))}); {report.coverage}",
             "",
         ]
         if report.incomplete:
@@ -142,7 +144,8 @@ class MarkdownReporter(Reporter):
     def _footer(report: RunReport) -> str:
         parts = [f"qgate {md_escape(report.qgate_version or 'unknown version')}"]
         parts.append(f"policy {md_escape(report.policy)}")
-        parts += [f"{name}: {md_escape(value)}" for name, value in counters(report)]
+        # counter names are keys of the results file, as untrusted as its values
+        parts += [f"{md_escape(name)}: {md_escape(value)}" for name, value in counters(report)]
         parts.append("run incomplete" if report.incomplete else "run complete")
         return "<sub>" + " · ".join(parts) + "</sub>"
 

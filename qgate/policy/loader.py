@@ -85,7 +85,9 @@ def load_policy_file(path: Path) -> dict[str, Any]:
             f"invalid YAML: brackets nested {depth} deep (at most {MAX_DEPTH})", source=str(path)
         )
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_unique_keys(text)
+    except _DuplicateKey as exc:
+        raise PolicyError(str(exc), source=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -101,6 +103,56 @@ def load_policy_file(path: Path) -> dict[str, Any]:
         raise PolicyError("a policy must be a mapping at the top level", source=str(path))
     _check_plain(data, str(path))
     return data
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping of the policy file names one key twice."""
+
+    def __init__(self, key: Any, first: yaml.Mark, second: yaml.Mark):
+        where = (
+            f"lines {first.line + 1} and {second.line + 1}"
+            if first.line != second.line
+            else f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
+        )
+        super().__init__(f"duplicate key {key!r} at {where}")
+
+
+def safe_load_unique_keys(text: str) -> Any:
+    """``yaml.safe_load`` (what it does, step by step) with :class:`_UniqueKeyLoader`."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``safe_load``, except that a key given twice in one mapping is an error.
+
+    PyYAML keeps the last value silently, so a second ``checks:`` further down a long policy
+    (a merge gone wrong, or a pull request appending one) would replace the whole gate
+    unnoticed. Keys brought in by a ``<<:`` merge may still be overridden: that is what
+    merging is for.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            self._refuse_duplicates(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _refuse_duplicates(self, node: yaml.MappingNode) -> None:
+        first_seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class refuses unhashable keys with its own message
+            if key in first_seen:
+                raise _DuplicateKey(key, first_seen[key], key_node.start_mark)
+            first_seen[key] = key_node.start_mark
 
 
 #: deepest nesting of brackets in a policy file (real policies use 3 or 4 levels)
@@ -237,7 +289,7 @@ def _extends_chain(path: Path, extra_dirs: list[Path]) -> list[tuple[Path, dict[
 def _merge(base: dict[str, Any], raw: dict[str, Any], doc: PolicyDocument) -> dict[str, Any]:
     """The child's values over the parent's: mappings deep-merged, checks merged by id."""
     merged = copy.deepcopy(base)
-    for key in ("name", "description", "on_inconclusive"):
+    for key in ("name", "description", "on_inconclusive", "on_skip"):
         if key in raw:
             merged[key] = raw[key]
     for key in ("backend", "evaluation"):
@@ -343,12 +395,20 @@ def _build(
     source = str(leaf_path)
     doc = validate(PolicyDocument, merged, source=source)
     checks = [c for c in doc.checks if c.enabled]
+    if not checks:  # a gate with no checks passes anything: never what was meant
+        raise PolicyError(
+            "the policy runs no checks (the list is empty or every entry is disabled), so it "
+            "would pass any model; add at least one check",
+            source=source,
+            key_path="checks",
+        )
     datasets = _resolve_datasets(doc.datasets or ["en"], leaf_path.parent, source)
     return Policy(
         name=leaf_raw.get("name") or leaf_path.stem,
         description=doc.description,
         source=source,
         on_inconclusive=doc.on_inconclusive or "warn",
+        on_skip=doc.on_skip or "error",
         backend=validate(BackendOptions, doc.backend, path="backend", source=source),
         evaluation=validate(EvaluationSettings, doc.evaluation, path="evaluation", source=source),
         datasets=datasets,

@@ -9,6 +9,9 @@ from qgate.backend import BackendOptions
 from qgate.options import option
 
 OnInconclusive = Literal["fail", "warn", "pass"]
+#: what a check that could not measure for a reason the user controls (no reference, a missing
+#: extra, a dataset or backend that does not fit) becomes: ``error`` blocks, ``skip`` lets it pass
+OnSkip = Literal["error", "skip"]
 
 
 @dataclass
@@ -53,6 +56,12 @@ class EvaluationSettings:
         minimum=1,
         maximum=16,
     )
+    cache_spot_check: int = option(
+        0,
+        "per cached reference entry, re-score this many randomly chosen chunks (prompts) with the "
+        "real reference and require agreement (0: trust verified entries without loading it)",
+        minimum=0,
+    )
 
 
 @dataclass
@@ -64,6 +73,11 @@ class CheckSpec:
     severity: Literal["fail", "warn"] = option("fail", "fail blocks the gate, warn only reports")
     on_inconclusive: OnInconclusive | None = option(
         None, "verdict when the interval straddles the threshold (default: the policy's)"
+    )
+    on_skip: OnSkip | None = option(
+        None,
+        "verdict when the check cannot measure for a reason the user controls (no reference, "
+        "missing extra or data): error blocks a fail-severity check (default: the policy's)",
     )
     enabled: bool = option(True, "false removes an entry inherited through extends")
     when: dict[str, Any] = option(default_factory=dict, help="conditions on the subject's metadata")
@@ -87,6 +101,9 @@ class PolicyDocument:
     on_inconclusive: OnInconclusive | None = option(
         None, "verdict when an interval straddles a threshold"
     )
+    on_skip: OnSkip | None = option(
+        None, "verdict of a fail-severity check that cannot measure (default: error)"
+    )
     backend: dict[str, Any] = option(default_factory=dict, help="default backend options")
     evaluation: dict[str, Any] = option(default_factory=dict, help="scoring-pass settings")
     datasets: list[str | DatasetSpec] | None = option(None, "evaluation text")
@@ -101,6 +118,7 @@ class Policy:
     description: str
     source: str  #: the file it came from (the child's, for an extended policy)
     on_inconclusive: OnInconclusive
+    on_skip: OnSkip
     backend: BackendOptions
     evaluation: EvaluationSettings
     datasets: list[DatasetSpec]

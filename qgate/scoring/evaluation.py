@@ -8,18 +8,32 @@ Scoring is incremental, chunk by chunk: a :class:`Look` can limit a subject to t
 of each dataset (sequential evaluation, see :mod:`qgate.sequential`), and only those are scored,
 for the subject and for the reference. A reference entry in the disk cache may hold fewer chunks
 than the budget; a later run resumes it instead of starting again.
+
+Cache entries are verified on every read (:mod:`qgate.cache`); with
+``evaluation.cache_spot_check: N`` the reference also re-scores N randomly chosen chunks of each
+entry it reads and requires agreement within :data:`SPOT_CHECK_TOLERANCE`.
 """
 
 from __future__ import annotations
 
+import functools
+import secrets
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from qgate.backend import ModelInfo, TokenScores
-from qgate.cache import ReferenceCache, cache_key
+from qgate.cache import (
+    Entry,
+    Field,
+    ReferenceCache,
+    backend_material,
+    check_arrays,
+    spot_check_picks,
+)
 from qgate.datasets import Dataset, make_chunks
 from qgate.errors import BackendError, CheckError
 from qgate.generation import Generations
@@ -27,6 +41,14 @@ from qgate.policy.model import EvaluationSettings
 from qgate.progress import Progress
 from qgate.scoring.kld import kld_estimate
 from qgate.session import ModelHandle
+
+#: how far a re-scored cached value may be from the stored one, in nats (absolute). A spot-check
+#: replays the very request that produced the entry (a whole chunk, the same positions), which on
+#: llama.cpp's CPU backend is bit-identical; the tolerance is for backends whose reductions are
+#: not deterministic (threads, GPU atomics), a few 1e-5. Asking the same model for fewer output
+#: rows already moves values by up to ~5e-4, and another model's outputs, even the Q8_0 of the
+#: same weights, differ by 0.2-0.5 nats somewhere in every chunk (Gemma 3 270M): 1e-3 sits between.
+SPOT_CHECK_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -71,6 +93,10 @@ class ReferenceScores:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.FIELDS}
+
+    def row(self, chunk: int) -> dict[str, np.ndarray]:
+        """The stored values of one chunk (what a spot-check compares)."""
+        return {name: getattr(self, name)[chunk] for name in self.FIELDS if name != "tokens"}
 
     def gather_ids(self, chunk: int) -> np.ndarray:
         """The ids a subject must report log-probabilities for: top-k, then tail samples."""
@@ -127,6 +153,10 @@ class Evaluation:
         self.datasets = datasets
         self.settings = settings
         self.cache = cache
+        cache.start_run(counters=counters, progress=progress)
+        #: drawn afresh each run: a forger who knows the policy cannot know which chunks the
+        #: spot-check re-scores (the record of each spot-check names them)
+        self.spot_check_seed = secrets.randbits(63)
         self.counters = counters
         self.timings = timings
         self.progress = progress
@@ -137,7 +167,14 @@ class Evaluation:
         #: per subject path: the part of the budget its checks see (sequential evaluation)
         self.looks: dict[str, Look] = {}
         #: generations shared by the generation checks (the reference's cached on disk)
-        self.generations = Generations(cache, counters=counters, timings=timings, progress=progress)
+        self.generations = Generations(
+            cache,
+            counters=counters,
+            timings=timings,
+            progress=progress,
+            spot_check=settings.cache_spot_check,
+            spot_check_seed=self.spot_check_seed,
+        )
 
     def budget(self, dataset: Dataset) -> int:
         """Chunks of ``dataset`` a full pass scores (fewer when the text is shorter)."""
@@ -150,39 +187,30 @@ class Evaluation:
         """The confidence level of the intervals judged for ``subject`` at its current look."""
         return self.look(subject).confidence or self.settings.confidence
 
+    def reference_entry(self, reference: ModelHandle, dataset: Dataset) -> Entry:
+        """The cache entry of the reference's scores on ``dataset``: everything they depend on."""
+        return Entry.of(
+            "reference-scores",
+            model=reference.digest,
+            text=dataset.digest,
+            chunks=self.budget(dataset),
+            top_k=self.settings.top_k,
+            tail_samples=self.settings.tail_samples,
+            **backend_material(reference.backend.name, reference.options),
+        )
+
     def reference_scores(
         self, reference: ModelHandle, dataset: Dataset, chunks: int | None = None
     ) -> ReferenceScores:
         """The reference's scores on at least the first ``chunks`` chunks (None: all of them),
         from memory, the disk cache, or new passes (which resume a partial cache entry)."""
         memo_key = (str(reference.path), dataset.digest)
-        n_ctx = reference.options.n_ctx
-        key = cache_key(
-            "reference-scores",
-            model=reference.digest,
-            text=dataset.digest,
-            n_ctx=n_ctx,
-            chunks=self.budget(dataset),
-            top_k=self.settings.top_k,
-            tail_samples=self.settings.tail_samples,
-            kv_cache=reference.options.kv_cache,
-            backend=reference.backend.name,
-        )
+        entry = self.reference_entry(reference, dataset)
         scores = self._reference.get(memo_key)
         if scores is None:
-            cached = self.cache.load(key)
-            if cached is not None and set(cached) == set(ReferenceScores.FIELDS):
-                scores = ReferenceScores(dataset.domain, from_cache=True, **cached)
-            else:
-                model = reference.model
-                tokens = make_chunks(
-                    lambda text: model.tokenize(text, add_bos=True),
-                    model.bos_token,
-                    dataset,
-                    n_ctx=n_ctx,
-                    max_chunks=self.budget(dataset),
-                )
-                scores = ReferenceScores.unscored(dataset.domain, tokens)
+            scores = self._cached_scores(reference, dataset, entry) or self._unscored(
+                reference, dataset
+            )
             self._reference[memo_key] = scores
             needed = _needed(scores, chunks)
             if scores.done >= needed:
@@ -204,8 +232,98 @@ class Evaluation:
                     for i in range(scores.done, needed)
                 ]
             )
-            self.cache.store(key, scores.arrays())
+            self.cache.store(entry, scores.arrays())
         return scores
+
+    def _unscored(self, reference: ModelHandle, dataset: Dataset) -> ReferenceScores:
+        return ReferenceScores.unscored(dataset.domain, self._tokens(reference, dataset))
+
+    def _tokens(self, reference: ModelHandle, dataset: Dataset) -> np.ndarray:
+        model = reference.model
+        return make_chunks(
+            lambda text: model.tokenize(text, add_bos=True),
+            model.bos_token,
+            dataset,
+            n_ctx=reference.options.n_ctx,
+            max_chunks=self.budget(dataset),
+        )
+
+    def _cached_scores(
+        self, reference: ModelHandle, dataset: Dataset, entry: Entry
+    ) -> ReferenceScores | None:
+        """The verified (and, with ``cache_spot_check``, spot-checked) cached scores, or None."""
+        validate = functools.partial(
+            scores_problem,
+            n_ctx=reference.options.n_ctx,
+            chunks=self.budget(dataset),
+            top_k=expected_top_k(self.settings.top_k, reference.info.vocab_size),
+            tail_samples=self.settings.tail_samples,
+            vocab=reference.info.vocab_size,
+        )
+        arrays = self.cache.load(entry, validate=validate)
+        if arrays is None:
+            return None
+        scores = ReferenceScores(dataset.domain, from_cache=True, **arrays)
+        if self.settings.cache_spot_check and not self._spot_check(
+            reference, dataset, entry, scores
+        ):
+            return None
+        return scores
+
+    def _spot_check(
+        self, reference: ModelHandle, dataset: Dataset, entry: Entry, scores: ReferenceScores
+    ) -> bool:
+        """Re-score a few cached chunks with the real reference; a disagreement discards the
+        entry (reported). Loads the reference: that is the price of not trusting the cache."""
+        reference.model  # noqa: B018 - loaded first: its time counts as loading, not checking
+        started = time.perf_counter()
+        tokens = self._tokens(reference, dataset)
+        if tokens.shape != scores.tokens.shape or not np.array_equal(tokens, scores.tokens):
+            self.cache.reject(
+                entry, "spot-check: its token sequences are not the reference's tokenization"
+            )
+            return False
+        picks = spot_check_picks(
+            self.spot_check_seed, entry, scores.done, self.settings.cache_spot_check
+        )
+        worst = 0.0
+        for chunk in picks:
+            fresh = reference.model.score(
+                tokens[chunk].tolist(),
+                start=scored_start(tokens.shape[1]),
+                top_k=scores.top_ids.shape[2],
+                gather=scores.gather_ids(chunk),
+            )
+            self.counters["spot_check_passes"] += 1
+            problem, diff = disagreement(scores.row(chunk), fresh, SPOT_CHECK_TOLERANCE)
+            worst = max(worst, diff)
+            if problem:
+                self._record_spot_check(entry, dataset, picks, worst, agreed=False)
+                self.cache.reject(entry, f"spot-check of chunk {chunk}: {problem}")
+                self.timings["spot_check"] += time.perf_counter() - started
+                return False
+        self._record_spot_check(entry, dataset, picks, worst, agreed=True)
+        self.progress.log(
+            f"reference scores for {dataset.domain!r}: spot-check of chunks {picks} agrees "
+            f"with the cache (largest difference {worst:.2g} nats)"
+        )
+        self.timings["spot_check"] += time.perf_counter() - started
+        return True
+
+    def _record_spot_check(
+        self, entry: Entry, dataset: Dataset, picks: list[int], worst: float, *, agreed: bool
+    ) -> None:
+        self.cache.record_spot_check(
+            entry,
+            {
+                "domain": dataset.domain,
+                "chunks": picks,
+                "seed": self.spot_check_seed,
+                "max_abs_diff": worst,
+                "tolerance": SPOT_CHECK_TOLERANCE,
+                "agreed": agreed,
+            },
+        )
 
     def has_paired(self, subject: ModelHandle, reference: ModelHandle) -> bool:
         """Whether :meth:`paired` already ran for this pair (so calling it again costs nothing)."""
@@ -301,6 +419,97 @@ def _needed(scores: ReferenceScores, chunks: int | None) -> int:
     """Chunks to score for a look at ``chunks`` (None: the whole budget)."""
     total = len(scores.tokens)
     return total if chunks is None else min(chunks, total)
+
+
+def expected_top_k(top_k: int, vocab: int | None) -> int:
+    """How many top ids a reference pass keeps: ``top_k``, or the whole of a smaller vocabulary."""
+    return min(top_k, vocab) if vocab else top_k
+
+
+def scores_problem(
+    arrays: Mapping[str, np.ndarray],
+    *,
+    n_ctx: int,
+    chunks: int,
+    top_k: int,
+    tail_samples: int,
+    vocab: int | None = None,
+) -> str | None:
+    """Why cached reference scores cannot be what a pass with these settings stored (or None).
+
+    Token ids at or above ``vocab`` (the reference's vocabulary, when its header says) would make
+    every comparison an error: such an entry is discarded instead.
+    """
+    scored = n_ctx - scored_start(n_ctx)
+    fields = {
+        "tokens": Field("int", ("chunks", n_ctx), "ids"),
+        "target_logprob": Field("float", ("done", scored), "logprobs"),
+        "top_ids": Field("int", ("done", scored, top_k), "ids"),
+        "top_logprobs": Field("float", ("done", scored, top_k), "logprobs"),
+        "tail_ids": Field("int", ("done", scored, "tail"), "ids"),
+        "tail_logprobs": Field("float", ("done", scored, "tail"), "logprobs"),
+    }
+    problem, sizes = check_arrays(arrays, fields, vocab=vocab)
+    if problem:
+        return problem
+    if not 1 <= sizes["done"] <= sizes["chunks"] <= chunks:
+        return f"it holds {sizes['done']} scored of {sizes['chunks']} chunks (budget {chunks})"
+    return top_problem(arrays["top_logprobs"]) or tail_problem(sizes["tail"], tail_samples)
+
+
+def top_problem(top_logprobs: np.ndarray) -> str | None:
+    """A top-k is sorted, most likely first."""
+    if top_logprobs.shape[-1] > 1 and np.any(np.diff(top_logprobs, axis=-1) > SPOT_CHECK_TOLERANCE):
+        return "its top-k log-probabilities are not in descending order"
+    return None
+
+
+def tail_problem(tail: int, tail_samples: int) -> str | None:
+    """A pass draws ``tail_samples`` tail ids per position, or none (a backend that cannot)."""
+    if tail not in (0, tail_samples):
+        return f"it holds {tail} tail samples per position, not {tail_samples}"
+    return None
+
+
+def disagreement(
+    cached: Mapping[str, np.ndarray], fresh: TokenScores, tolerance: float
+) -> tuple[str | None, float]:
+    """How a fresh pass over cached positions disagrees with the cached values (None: it does
+    not), and the largest absolute difference seen.
+
+    The fresh pass keeps its own top-k and gathers log-probabilities at the cached top-k and
+    tail ids. Agreement means: the same log-probability of each actual next token, the same
+    sorted top-k values, the cached ids carrying those values, the cached tail values, and the
+    same most likely token wherever the top two are not tied within ``tolerance``.
+    """
+    gathered = fresh.gathered_logprobs
+    if gathered is None:
+        return "the backend ignored the request for log-probabilities at given ids", np.inf
+    k = cached["top_ids"].shape[-1]
+    pairs = {
+        "target log-probabilities": (fresh.target_logprob, cached["target_logprob"]),
+        "top-k log-probabilities": (fresh.top_logprobs, cached["top_logprobs"]),
+        "log-probabilities at the cached top-k ids": (gathered[:, :k], cached["top_logprobs"]),
+        "log-probabilities at the cached tail ids": (gathered[:, k:], cached["tail_logprobs"]),
+    }
+    worst = 0.0
+    for what, (new, old) in pairs.items():
+        if new.shape != old.shape:
+            return f"{what} have the shape {old.shape}, a fresh pass {new.shape}", np.inf
+        if new.size:
+            diff = float(np.max(np.abs(new.astype(np.float64) - old.astype(np.float64))))
+            worst = max(worst, diff)
+            if not diff <= tolerance:  # NaN disagrees too
+                return f"{what} differ by up to {diff:.3g} nats (tolerance {tolerance:g})", worst
+    tops = fresh.top_logprobs
+    gap = tops[:, 0] - tops[:, 1] if tops.shape[1] > 1 else np.full(len(tops), np.inf)
+    flipped = (fresh.top_ids[:, 0] != cached["top_ids"][:, 0]) & (gap > tolerance)
+    if flipped.any():
+        return (
+            f"the most likely token differs at {int(flipped.sum())} of {len(flipped)} positions",
+            worst,
+        )
+    return None, worst
 
 
 def _kld(ref: ReferenceScores, chunk: int, subject_at_ref_ids: np.ndarray) -> np.ndarray:
