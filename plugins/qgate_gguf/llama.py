@@ -3,7 +3,9 @@
 Scoring fills a ``llama_batch`` and sets ``logits[i]`` only for the positions that are scored:
 the output layer (262k x hidden for Gemma 3) then runs only there, which is what makes this path
 about 1.5x faster than ``Llama(logits_all=True)`` (DESIGN.md). Logits are reduced to top-k and
-gathered log-probabilities block by block, so memory stays flat whatever the vocabulary.
+gathered log-probabilities block by block, so memory stays flat whatever the vocabulary. With
+the model on a GPU the host-side reduction is what is left: a subject pass (no tail samples)
+then reduces the blocks of one decode call on several threads (``extra.reduce_threads``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,7 @@ _ROWS_PER_BLOCK = 64  # logits rows reduced at a time: 64 x 262k floats = 64 MiB
 _LOGITS_BUDGET = 128 << 20
 _MAX_BATCH = 512
 _MIN_BATCH = 32
+_MAX_REDUCE_THREADS = 8  # numpy releases the GIL in the row reductions; more threads gain little
 _init_lock = threading.Lock()
 _initialised = False
 _log_lines: deque[str] = deque(maxlen=40)
@@ -108,6 +112,27 @@ GGML_TYPES = {
     "iq4_nl": 20,
     "bf16": 30,
 }
+
+
+def reduce_threads(options: BackendOptions) -> int:
+    """Threads that reduce the logits of one decode call (``extra.reduce_threads``).
+
+    Default: one on the CPU, where llama.cpp's own threads are the bottleneck; with layers on the
+    GPU the forward pass is fast and the reduction on the host dominates, so up to
+    ``_MAX_REDUCE_THREADS``. Only subject passes use them: a reference pass draws its tail
+    samples from one random stream, block after block.
+    """
+    requested = options.extra.get("reduce_threads")
+    if requested is not None:
+        try:
+            return max(1, int(requested))
+        except (TypeError, ValueError):
+            raise BackendError(
+                f"extra.reduce_threads must be a number (got {requested!r})"
+            ) from None
+    if options.gpu_layers == 0:
+        return 1
+    return max(1, min(_MAX_REDUCE_THREADS, options.threads or os.cpu_count() or 1))
 
 
 def default_batch(n_vocab: int) -> int:
@@ -180,12 +205,18 @@ class LlamaCppModel(LoadedModel):
                 f"{path}: llama.cpp could not create a context: {_recent_log() or 'no reason given'}"
             )
         self._batch = L.llama_batch_init(self.n_batch, 0, 1)
+        self._reduce_threads = reduce_threads(options)
+        self._pool: ThreadPoolExecutor | None = None
         self._bos = int(L.llama_vocab_bos(self._vocab))
+        # llama.cpp (and llama-perplexity) put a BOS first only when the vocabulary says so:
+        # Qwen 2.5 names a BOS token but sets tokenizer.ggml.add_bos_token = false
+        self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
 
     # -- tokens -----------------------------------------------------------------------------
     @property
     def bos_token(self) -> int | None:
-        return self._bos if self._bos >= 0 else None
+        """The token every chunk starts with: None when the model adds no BOS."""
+        return self._bos if self._bos >= 0 and self._add_bos else None
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         L = self._L
@@ -256,6 +287,7 @@ class LlamaCppModel(LoadedModel):
         token_array = np.asarray(tokens, dtype=np.int64)
         rng = tail_rng(token_array)
         parts: list[TokenScores] = []
+        pool = self._reduce_pool() if tail_samples == 0 else None
         for offset in range(0, n, self.n_batch):
             piece = tokens[offset : offset + self.n_batch]
             want = need[offset : offset + len(piece)]
@@ -264,28 +296,43 @@ class LlamaCppModel(LoadedModel):
                 continue
             out_positions = offset + np.flatnonzero(want)  # logits rows, in order
             logits = self._output_logits(outputs)
+            blocks = []
             for row in range(0, outputs, _ROWS_PER_BLOCK):
                 rows = slice(row, min(row + _ROWS_PER_BLOCK, outputs))
                 targets_at = out_positions[rows] + 1
                 block_gather = (
                     None if gather is None else gather[np.searchsorted(scored, targets_at)]
                 )
-                parts.append(
-                    summarize_logits(
-                        logits[rows],
-                        token_array[targets_at],
-                        start=int(targets_at[0]),
-                        top_k=top_k,
-                        gather=block_gather,
-                        tail_samples=tail_samples,
-                        rng=rng,
-                    )
+                blocks.append(
+                    (logits[rows], token_array[targets_at], int(targets_at[0]), block_gather)
                 )
+
+            def reduce(block: tuple[np.ndarray, np.ndarray, int, np.ndarray | None]) -> TokenScores:
+                block_logits, targets, first, block_gather = block
+                return summarize_logits(
+                    block_logits,
+                    targets,
+                    start=first,
+                    top_k=top_k,
+                    gather=block_gather,
+                    tail_samples=tail_samples,
+                    rng=rng,
+                )
+
+            # every block is reduced before the next decode overwrites the logits buffer
+            parts.extend(map(reduce, blocks) if pool is None else pool.map(reduce, blocks))
         return merge_scores(
             parts,
             positions=scored if positions is not None else None,
             with_gathered=gather is not None,
         )
+
+    def _reduce_pool(self) -> ThreadPoolExecutor | None:
+        if self._reduce_threads <= 1:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._reduce_threads, thread_name_prefix="qgate-reduce")
+        return self._pool
 
     def reconfigure(self, *, n_ctx: int, kv_cache: str) -> LlamaCppModel:
         """A new llama.cpp context on the same weights: no second load, no second copy."""
@@ -331,6 +378,10 @@ class LlamaCppModel(LoadedModel):
 
     def close(self) -> None:
         L = self._L
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+            self._pool = None
         if getattr(self, "_batch", None) is not None:
             L.llama_batch_free(self._batch)
             self._batch = None
