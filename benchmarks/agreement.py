@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +35,12 @@ from gemma_ladder import build
 from qgate.backend import BackendOptions
 from qgate.cache import ReferenceCache
 from qgate.datasets import load_dataset
+from qgate.engine.evaluation import Evaluation
+from qgate.handle import ModelHandle
 from qgate.hashing import DigestIndex
+from qgate.instruments import Instruments
 from qgate.plugins import Registry
 from qgate.policy.model import DatasetSpec, EvaluationSettings
-from qgate.progress import Progress
-from qgate.scoring.evaluation import Evaluation
-from qgate.session import ModelHandle
 
 
 def llama_perplexity(
@@ -109,9 +108,7 @@ def qgate_scores(
     registry = Registry.from_environment()
     backend = registry.backend("gguf")
     options = BackendOptions(n_ctx=512, threads=threads)
-    counters: Counter[str] = Counter()
-    timings: defaultdict[str, float] = defaultdict(float)
-    progress = Progress(enabled=False)
+    instruments = Instruments()
     digests = DigestIndex(None)
     handles = [
         ModelHandle(
@@ -119,9 +116,7 @@ def qgate_scores(
             backend,
             options,
             digests=digests,
-            counters=counters,
-            timings=timings,
-            progress=progress,
+            instruments=instruments,
         )
         for p in (ref, subject)
     ]
@@ -131,9 +126,7 @@ def qgate_scores(
             [load_dataset(DatasetSpec(path=str(text), domain="en"))],
             EvaluationSettings(chunks=chunks, top_k=top_k, tail_samples=tail),
             cache=cache,
-            counters=counters,
-            timings=timings,
-            progress=progress,
+            instruments=instruments,
         )
         started = time.perf_counter()
         (paired,) = evaluation.paired(handles[1], handles[0])

@@ -25,7 +25,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,14 @@ import numpy as np
 
 from qgate.backend import BackendOptions
 from qgate.cache import ReferenceCache
-from qgate.datasets import load_dataset
+from qgate.datasets import load_dataset, scored_start
+from qgate.engine.evaluation import Evaluation
+from qgate.handle import ModelHandle
 from qgate.hashing import DigestIndex
+from qgate.instruments import Instruments
 from qgate.plugins import Registry
 from qgate.policy.model import DatasetSpec, EvaluationSettings
-from qgate.progress import Progress
-from qgate.scoring.evaluation import Evaluation, PairedScores, scored_start
-from qgate.session import ModelHandle
+from qgate.scoring.paired import PairedScores
 
 CORPUS = Path(__file__).parents[1] / "qgate" / "data" / "corpora" / "en.txt"
 
@@ -49,9 +49,7 @@ def qgate_pass(
 ) -> tuple[list[float], PairedScores]:
     """Subject pass wall times (the reference cache warmed first) and the last pass's scores."""
     registry = Registry.from_environment()
-    counters: Counter[str] = Counter()
-    timings: defaultdict[str, float] = defaultdict(float)
-    progress = Progress(enabled=False)
+    instruments = Instruments()
     digests = DigestIndex(None)
     options = BackendOptions(n_ctx=args.n_ctx)
     ref_options = BackendOptions(
@@ -64,9 +62,7 @@ def qgate_pass(
             registry.backend(backend),
             ref_options if backend == "hf" else options,
             digests=digests,
-            counters=counters,
-            timings=timings,
-            progress=progress,
+            instruments=instruments,
         )
 
     ref, sub = handle(reference, "hf"), handle(subject, "exl2")
@@ -80,9 +76,7 @@ def qgate_pass(
             [dataset],
             settings,
             cache=ReferenceCache(cache_dir),
-            counters=counters,
-            timings=timings,
-            progress=progress,
+            instruments=instruments,
         )
 
     evaluation().paired(sub, ref)  # warms the reference cache, the subject's kernels and load
@@ -91,6 +85,7 @@ def qgate_pass(
         started = time.perf_counter()
         (paired,) = evaluation().paired(sub, ref)
         seconds.append(time.perf_counter() - started)
+    counters = instruments.counters
     assert counters["reference_cache_hits"] == args.repeats, counters
     ref.close()
     sub.close()

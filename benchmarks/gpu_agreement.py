@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +45,14 @@ import numpy as np
 
 from qgate.backend import BackendOptions
 from qgate.cache import ReferenceCache
-from qgate.datasets import load_dataset
+from qgate.datasets import load_dataset, scored_start
+from qgate.engine.evaluation import Evaluation
+from qgate.handle import ModelHandle
 from qgate.hashing import DigestIndex
+from qgate.instruments import Instruments
 from qgate.plugins import Registry
 from qgate.policy.model import DatasetSpec, EvaluationSettings
-from qgate.progress import Progress
-from qgate.scoring.evaluation import Evaluation, PairedScores, scored_start
-from qgate.session import ModelHandle
+from qgate.scoring.paired import PairedScores
 
 CORPORA = Path(__file__).parents[1] / "qgate" / "data" / "corpora"
 ORDER = ("en", "code", "pl", "ru", "ja", "ar", "hi")
@@ -72,9 +72,7 @@ class Qgate:
 
     def __init__(self, text: Path, cache_dir: Path, chunks: int):
         self.registry = Registry.from_environment()
-        self.counters: Counter[str] = Counter()
-        self.timings: defaultdict[str, float] = defaultdict(float)
-        self.progress = Progress(enabled=False)
+        self.instruments = Instruments()
         self.digests = DigestIndex(None)
         self.dataset = load_dataset(DatasetSpec(path=str(text), domain="corpora"))
         self.cache_dir = cache_dir
@@ -86,9 +84,7 @@ class Qgate:
             self.registry.backend(backend),
             BackendOptions(n_ctx=N_CTX, **options),
             digests=self.digests,
-            counters=self.counters,
-            timings=self.timings,
-            progress=self.progress,
+            instruments=self.instruments,
         )
 
     def evaluation(self) -> Evaluation:
@@ -96,9 +92,7 @@ class Qgate:
             [self.dataset],
             self.settings,
             cache=ReferenceCache(self.cache_dir),
-            counters=self.counters,
-            timings=self.timings,
-            progress=self.progress,
+            instruments=self.instruments,
         )
 
     def paired(self, subject: ModelHandle, reference: ModelHandle) -> tuple[PairedScores, float]:

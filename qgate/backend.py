@@ -2,8 +2,11 @@
 
 A backend plugin provides a :class:`Backend`; ``Backend.inspect`` reads metadata without loading
 weights (static checks need nothing more), ``Backend.load`` returns a :class:`LoadedModel` that
-can tokenize, score token sequences and generate. Heavy imports (llama_cpp, torch, ...) belong
-inside ``load``/``inspect`` so a missing extra becomes a clear :class:`MissingExtraError`.
+can tokenize, score token sequences and generate, and ``Backend.tensor_reader`` (optional) hands
+out the weights tensor by tensor, dequantized, for checks that compare weights. Heavy imports
+(llama_cpp, torch, ...) belong inside those methods so a missing extra becomes a clear
+:class:`MissingExtraError`. Everything format-specific stays inside the backend: no check or
+core module asks which format a model is in to decide how to read it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from types import TracebackType
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
@@ -133,6 +137,14 @@ class GenerationSettings:
     stop: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt, already formatted for the model, and how to decode it."""
+
+    prompt: str
+    settings: GenerationSettings
+
+
 @dataclass
 class Generation:
     text: str
@@ -208,6 +220,57 @@ class LoadedModel(ABC):
         """Free the model's memory. Called once the runner is done with it."""
 
 
+_Reader = TypeVar("_Reader", bound="TensorReader")
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """One weight tensor as a :class:`TensorReader` lists it.
+
+    A tensor is read as ``rows`` rows of ``row_length`` values: a row is a run of contiguous
+    values in the file (one row of a weight matrix), so any set of rows can be dequantized on
+    its own and the same row indices pick the same weights in two files of one architecture.
+    """
+
+    name: str
+    shape: tuple[int, ...]  #: as the format records it
+    type_name: str  #: the storage type (``Q4_K``, ``F16``, ``BF16``, ...)
+    rows: int
+    row_length: int
+
+
+class TensorReader(ABC):
+    """A model's weights, read one tensor (or a few rows of one) at a time, dequantized.
+
+    Comparing the weights of two 70B models must never hold either in memory: a reader returns
+    float32 rows on request and keeps nothing. Use it as a context manager.
+    """
+
+    #: every weight tensor, in file order
+    tensors: list[TensorMeta]
+
+    @abstractmethod
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """float32 ``[len(rows), row_length]``: the given rows of tensor ``name``, dequantized.
+
+        :raises BackendError: for an unknown tensor, a row out of range, or a file too short.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the file."""
+
+    def __enter__(self: _Reader) -> _Reader:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class Backend(ABC):
     """A plugin that opens one model format."""
 
@@ -218,8 +281,12 @@ class Backend(ABC):
     extra: ClassVar[str | None] = None
 
     @abstractmethod
-    def detect(self, path: Path) -> bool:
-        """Cheaply decide whether ``path`` is in this backend's format (magic bytes, config)."""
+    def detect(self, path: Path) -> float:
+        """Cheaply judge whether ``path`` is in this backend's format: a confidence from 0 (not
+        this format) to 1 (certain: magic bytes, a format marker). Something in between means
+        "plausible" (a folder with a ``config.json``), so a backend with a surer claim wins;
+        two backends with the same highest claim are an error that names both. ``True`` and
+        ``False`` count as 1 and 0."""
 
     @abstractmethod
     def inspect(self, path: Path) -> ModelInfo:
@@ -235,3 +302,11 @@ class Backend(ABC):
         :raises BackendError: when the model cannot be loaded (with the reason).
         :raises MissingExtraError: when the backend's packages are not installed.
         """
+
+    def tensor_reader(self, path: Path) -> TensorReader | None:
+        """The artifact's weights, for checks that compare tensors (``identity``), without
+        loading the model; None when this format cannot hand them out (the default).
+
+        :raises BackendError: when the artifact's tensors cannot be read.
+        """
+        return None

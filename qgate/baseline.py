@@ -17,18 +17,11 @@ computed again, and counted in the summary line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qgate.backend import BackendOptions
-from qgate.cache import ReferenceCache
-from qgate.plugins import Registry
-from qgate.policy.model import DatasetSpec, Policy
-from qgate.progress import Progress
-from qgate.runner import Runner
-from qgate.scoring.evaluation import Evaluation
-from qgate.session import ModelHandle
+from qgate.engine.evaluation import Evaluation
+from qgate.setup import RunSetup
 
 
 @dataclass
@@ -73,62 +66,27 @@ class BaselineOutcome:
         return out
 
 
-def compute_baseline(
-    registry: Registry,
-    policy: Policy,
-    reference: str,
-    *,
-    backend: str | None = None,
-    options: BackendOptions | None = None,
-    extra_datasets: Sequence[DatasetSpec] = (),
-    cache: ReferenceCache,
-    progress: Progress | None = None,
-) -> BaselineOutcome:
-    """Store ``reference``'s scores on every dataset of ``policy`` (and ``extra_datasets``)."""
-    # The runner resolves the backend, loads the datasets and applies the options exactly as
-    # ``qgate check`` does, so the cache keys written here are the ones the checks look up.
-    runner = Runner(
-        registry,
-        policy,
-        reference=reference,
-        reference_backend=backend,
-        extra_datasets=extra_datasets,
-        cache=cache,
-        progress=progress,
-        backend_options=options,
-    )
+def compute_baseline(setup: RunSetup, reference: str) -> BaselineOutcome:
+    """Store ``reference``'s scores on every dataset of the setup, opened with the backend that
+    ``--backend`` names (or the one that claims it)."""
     path = Path(reference)
-    chosen = runner.resolve_backend(path, runner.reference_backend_name)
-    handle = ModelHandle(
-        path,
-        chosen,
-        runner.options,
-        digests=runner.digests,
-        counters=runner.counters,
-        timings=runner.timings,
-        progress=runner.progress,
-    )
+    handle = setup.handle(path, setup.backend_for(path, setup.request.backend))
     outcome = BaselineOutcome(
-        reference=str(path), label=handle.info.label, digest="", cache_dir=cache.directory
+        reference=str(path), label=handle.info.label, digest="", cache_dir=setup.cache.directory
     )
-    users = [s.key for s in policy.checks if registry.checks[s.use].item.needs_reference]
-    if not users:
+    checks = setup.registry.checks
+    if not any(checks[spec.use].item.needs_reference for spec in setup.policy.checks):
         outcome.skipped = (
-            f"policy {policy.name!r} has no check that compares against the reference: "
+            f"policy {setup.policy.name!r} has no check that compares against the reference: "
             "nothing to cache"
         )
         return outcome
     evaluation = Evaluation(
-        runner.datasets,
-        policy.evaluation,
-        cache=cache,
-        counters=runner.counters,
-        timings=runner.timings,
-        progress=runner.progress,
+        setup.datasets, setup.policy.evaluation, cache=setup.cache, instruments=setup.instruments
     )
     try:
         outcome.digest = handle.digest
-        for dataset in runner.datasets:
+        for dataset in setup.datasets:
             scores = evaluation.reference_scores(handle, dataset)
             outcome.entries.append(
                 BaselineEntry(
@@ -140,5 +98,5 @@ def compute_baseline(
             )
     finally:
         handle.close()
-        outcome.counters = dict(runner.counters)
+        outcome.counters = dict(setup.instruments.counters)
     return outcome

@@ -33,9 +33,8 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any
@@ -43,7 +42,7 @@ from typing import IO, Any
 import numpy as np
 
 from qgate.backend import BackendOptions
-from qgate.progress import Progress
+from qgate.instruments import Instruments
 
 #: the layout of entries; a new format gets new names, so old entries are simply never read
 CACHE_FORMAT = 2
@@ -61,8 +60,6 @@ SCORING_LIBRARIES: tuple[str, ...] = (
 META = "__qgate_entry__"
 #: seconds ``git ls-files`` may take before the cache is treated as unknown ground
 GIT_TIMEOUT = 10.0
-#: a log-probability is <= 0; float32 rounding can leave a true 0 a hair above it
-LOGPROB_SLACK = 1e-3
 #: the largest JSON entry read: generations of a few hundred prompts take well under a MiB, and
 #: a planted multi-gigabyte file must not be read into memory
 MAX_DOCUMENT_BYTES = 64 << 20
@@ -168,12 +165,11 @@ class ReferenceCache:
 
     def __init__(self, directory: Path | None):
         self.directory = directory
-        self.start_run(counters=Counter(), progress=Progress(enabled=False))
+        self.start_run(Instruments())
 
-    def start_run(self, *, counters: Counter[str], progress: Progress) -> None:
-        """Report into ``counters`` and ``progress`` from now on, with a fresh record."""
-        self.counters = counters
-        self.progress = progress
+    def start_run(self, instruments: Instruments) -> None:
+        """Report into the run's ``instruments`` from now on, with a fresh record."""
+        self.instruments = instruments
         self.rejected: list[dict[str, Any]] = []
         self.spot_checks: list[dict[str, Any]] = []
         self._tracked: frozenset[Path] | None = None
@@ -241,8 +237,8 @@ class ReferenceCache:
     # -- reporting ----------------------------------------------------------------------------
     def reject(self, entry: Entry, reason: str) -> None:
         """Count, log and record an entry that was not used (the caller recomputes it)."""
-        self.counters["reference_cache_rejected"] += 1
-        self.progress.log(
+        self.instruments.counters["reference_cache_rejected"] += 1
+        self.instruments.progress.log(
             f"reference cache: discarded the {entry.kind} entry {entry.key[:16]}: {reason}; "
             "recomputing it"
         )
@@ -250,7 +246,7 @@ class ReferenceCache:
 
     def record_spot_check(self, entry: Entry, record: Mapping[str, Any]) -> None:
         """Record a spot-check of ``entry`` (what was re-scored and how far it agreed)."""
-        self.counters["reference_cache_spot_checks"] += 1
+        self.instruments.counters["reference_cache_spot_checks"] += 1
         self.spot_checks.append({"kind": entry.kind, "entry": entry.key, **record})
 
     def run_record(self) -> dict[str, Any]:
@@ -315,7 +311,7 @@ class ReferenceCache:
             assert self.directory is not None
             self._tracked, self._git_problem = tracked_files(self.directory)
             if self._git_problem:
-                self.progress.log(f"reference cache: {self._git_problem}")
+                self.instruments.progress.log(f"reference cache: {self._git_problem}")
         return self._tracked
 
     def _write(self, entry: Entry, suffix: str, write: Callable[[IO[bytes]], Any]) -> None:
@@ -449,100 +445,3 @@ def spot_check_picks(seed: int, entry: Entry, population: int, count: int) -> li
 
 
 # -- validation helpers for callers ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Field:
-    """What one array of an entry must look like.
-
-    ``kind`` is ``int``, ``float`` or ``bool`` (the width is the backend's business). ``shape`` holds fixed sizes (int), named sizes (str: every array naming it must agree) and
-    ``None`` for any size. ``values``: ``ids`` are token ids in ``[0, vocab)``; ``logprobs`` are
-    finite and <= 0 (up to float rounding).
-    """
-
-    kind: str
-    shape: tuple[int | str | None, ...]
-    values: str = "any"
-
-
-_KINDS = {"int": "iu", "float": "f", "bool": "b"}
-
-
-def check_arrays(
-    arrays: Mapping[str, np.ndarray], fields: Mapping[str, Field], *, vocab: int | None = None
-) -> tuple[str | None, dict[str, int]]:
-    """The first way ``arrays`` break ``fields`` (or None), and the named sizes found."""
-    if set(arrays) != set(fields):
-        return f"it holds the arrays {sorted(arrays)}, not {sorted(fields)}", {}
-    sizes: dict[str, int] = {}
-    for name, want in fields.items():
-        array = arrays[name]
-        problem = _shape_problem(name, array, want, sizes) or _value_problem(
-            name, array, want, vocab
-        )
-        if problem:
-            return problem, sizes
-    return None, sizes
-
-
-def _shape_problem(name: str, array: np.ndarray, want: Field, sizes: dict[str, int]) -> str:
-    if array.dtype.kind not in _KINDS[want.kind]:
-        return f"{name} is {array.dtype}, not {want.kind}"
-    if array.ndim != len(want.shape):
-        return f"{name} has {array.ndim} dimensions, not {len(want.shape)}"
-    for axis, (size, expected) in enumerate(zip(array.shape, want.shape, strict=True)):
-        if isinstance(expected, str):
-            expected = sizes.setdefault(expected, int(size))
-        if expected is not None and size != expected:
-            return f"{name} has {size} entries on axis {axis}, not {expected}"
-    return ""
-
-
-def _value_problem(name: str, array: np.ndarray, want: Field, vocab: int | None) -> str:
-    if array.size == 0 or want.values == "any":
-        return ""
-    if want.values == "ids":
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or (vocab is not None and high >= vocab):
-            return f"{name} holds token ids outside [0, {vocab}): {low}..{high}"
-    if want.values == "logprobs":
-        if not np.isfinite(array).all():
-            return f"{name} holds non-finite log-probabilities"
-        if float(array.max()) > LOGPROB_SLACK:
-            return f"{name} holds log-probabilities above 0 ({float(array.max()):.3g})"
-    return ""
-
-
-def check_generations(document: Any, count: int) -> str | None:
-    """Why ``document`` is not a list of ``count`` stored generations (or None)."""
-    from qgate.backend import Generation
-
-    if not isinstance(document, list) or len(document) != count:
-        return f"it holds no list of {count} generations"
-    names = set(asdict(Generation("", [], "stop")))
-    for index, item in enumerate(document):
-        if not isinstance(item, dict) or set(item) != names:
-            return f"generation {index} has the fields {sorted(item) if isinstance(item, dict) else '?'}"
-        if not _is_text(item["text"]) or item["finish_reason"] not in ("stop", "length", "eos"):
-            return f"generation {index} has no valid text or finish reason"
-        tokens = item["tokens"]
-        if not isinstance(tokens, list) or not all(_is_int(t) and t >= 0 for t in tokens):
-            return f"generation {index} has token ids that are not non-negative integers"
-        if not _is_int(item["prompt_tokens"]) or not isinstance(item["seconds"], (int, float)):
-            return f"generation {index} has no valid prompt length or time"
-    return None
-
-
-def _is_text(value: Any) -> bool:
-    """A string a model could have produced: decoded text never holds a lone surrogate."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,21 +72,32 @@ def dataset_from_path(path: str) -> DatasetSpec:
     return DatasetSpec(path=str(Path(file).resolve()), domain=domain or None)
 
 
-def _read_jsonl(raw: str, path: Path) -> str:
-    docs = []
+def jsonl_records(raw: str, source: object) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a JSON Lines text; a line that is
+    not JSON is a usage error naming ``source`` and the line."""
     for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+            raise UsageError(f"{source}:{number}: not valid JSON: {exc.msg}") from None
+
+
+def _read_jsonl(raw: str, path: Path) -> str:
+    docs = []
+    for number, record in jsonl_records(raw, path):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise UsageError(
                 f"{path}:{number}: each line must be an object with a string 'text' field"
             )
         docs.append(record["text"])
     return "\n\n".join(docs)
+
+
+def scored_start(n_ctx: int) -> int:
+    """llama-perplexity scores the second half of every chunk: logits from ``n_ctx // 2`` on."""
+    return n_ctx // 2 + 1
 
 
 def make_chunks(

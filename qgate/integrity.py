@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from qgate.errors import UsageError
 from qgate.results import CheckResult, Comparison, RunReport, Severity, Verdict
-from qgate.stats import decide
+from qgate.stats import decide, inconclusive_verdict
 
 #: the ``check`` of results that qgate itself adds (a subject that could not be opened, a unit a
 #: shard did not run, a subject where nothing was measured); their verdict is always ``error``
@@ -31,12 +32,7 @@ def read_results(path: Path) -> RunReport:
     :raises UsageError: when the file cannot be read, is not a qgate results file, or records a
         verdict that its own numbers contradict.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{path}: not a qgate results file: {exc}") from None
+    data = results_json(path)
     try:
         if not isinstance(data, dict):
             raise TypeError("the top level is not an object")
@@ -51,6 +47,16 @@ def read_results(path: Path) -> RunReport:
             f"edited or damaged: {'; '.join(problems[:3])}{more}"
         )
     return report
+
+
+def results_json(path: Path) -> Any:
+    """The JSON document in ``path``; a usage error when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path}: not a qgate results file: {exc}") from None
 
 
 def expected_verdict(result: CheckResult) -> Verdict | None:
@@ -121,9 +127,7 @@ def _result_problem(result: CheckResult) -> str:
             )
         return ""
     if result.on_inconclusive is not None and result.details.get("inconclusive"):
-        allowed = Verdict(result.on_inconclusive)
-        if allowed is Verdict.FAIL and result.severity is Severity.WARN:
-            allowed = Verdict.WARN
+        allowed = inconclusive_verdict(result.on_inconclusive, result.severity)
         if recorded is allowed:
             return ""
         return f"recorded {recorded.value}, but an undecided result takes on_inconclusive ({allowed.value})"

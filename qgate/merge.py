@@ -186,8 +186,48 @@ def _group(
 
 
 # -- shards ---------------------------------------------------------------------------------
+#: shard index -> (file name, its report, the units it ran), for the shards of one plan
+Shards = dict[int, tuple[str, RunReport, list[Unit]]]
+
+
 def _merge_shards(inputs: list[tuple[str, RunReport]]) -> MergeOutcome:
     shards = [(name, report, _shard_info(name, report)) for name, report in inputs]
+    count, policy_digest = _one_split(shards)
+    refuse_different_measurements(inputs)
+    plans = _plans(shards, count)
+    merged = _empty_report([report for _, report, _ in shards])
+    order = _check_order([info for _, _, info in shards])
+    subjects: dict[str, SubjectReport] = {}
+    problems: list[str] = []
+    for planned, by_index in plans.items():
+        for unit in planned:
+            subjects.setdefault(unit.subject, SubjectReport(path=unit.subject, backend=""))
+        for unit, message in _unfinished(planned, by_index, count, subjects, problems):
+            subjects[unit.subject].results.append(_missing_result(unit, message))
+    for subject in subjects.values():  # each shard saw part of the checks: judge the whole
+        unmeasured = nothing_measured(subject)
+        if unmeasured is not None:
+            subject.results.append(unmeasured)
+    merged.subjects = [_ordered(s, order) for s in subjects.values()]
+    merged.environment = {
+        "command": "qgate merge",
+        "merged_from": [name for name, _ in inputs],
+        "shards": {
+            "count": count,
+            "files": {
+                str(index): name
+                for by_index in plans.values()
+                for index, (name, _, _) in by_index.items()
+            },
+            "problems": problems,
+        },
+        "policy_digest": policy_digest,
+    }
+    return MergeOutcome(merged, problems)
+
+
+def _one_split(shards: list[tuple[str, RunReport, dict[str, Any]]]) -> tuple[int, str]:
+    """The shards' common count N and policy digest; a usage error when they differ."""
     counts = {info["count"] for _, _, info in shards}
     if len(counts) > 1:
         listing = ", ".join(
@@ -207,72 +247,59 @@ def _merge_shards(inputs: list[tuple[str, RunReport]]) -> MergeOutcome:
             "the shards measured different things (their policy digests differ: policy, check "
             f"options, datasets or scoring settings): {listing}"
         )
-    refuse_different_measurements(inputs)
-    count = counts.pop()
-    # Shards of one plan together; several plans may be merged (e.g. one sharded run per quant).
-    plans: dict[tuple[Unit, ...], dict[int, tuple[str, RunReport, list[Unit]]]] = {}
+    return counts.pop(), str(digests.pop())
+
+
+def _plans(
+    shards: list[tuple[str, RunReport, dict[str, Any]]], count: int
+) -> dict[tuple[Unit, ...], Shards]:
+    """The shards grouped by the plan they belong to (several plans may be merged, e.g. one
+    sharded run per quant); a shard given twice is a usage error."""
+    plans: dict[tuple[Unit, ...], Shards] = {}
     for name, report, info in shards:
-        planned = tuple(info["planned"])
-        by_index = plans.setdefault(planned, {})
+        by_index = plans.setdefault(tuple(info["planned"]), {})
         if info["index"] in by_index:
             raise UsageError(
                 f"shard {info['index']}/{count} given twice: {by_index[info['index']][0]} and {name}"
             )
         by_index[info["index"]] = (name, report, info["units"])
+    return plans
 
-    merged = _empty_report([report for _, report, _ in shards])
-    order = _check_order([info for _, _, info in shards])
-    subjects: dict[str, SubjectReport] = {}
-    problems: list[str] = []
+
+def _unfinished(
+    planned: tuple[Unit, ...],
+    by_index: Shards,
+    count: int,
+    subjects: dict[str, SubjectReport],
+    problems: list[str],
+) -> list[tuple[Unit, str]]:
+    """Absorb one plan's shards into ``subjects``; return every unit that a shard did not
+    finish (interrupted) or that no shard ran, with why, and add the reasons to ``problems``."""
     missing: list[tuple[Unit, str]] = []
-    for planned, by_index in plans.items():
-        for unit in planned:
-            subjects.setdefault(unit.subject, SubjectReport(path=unit.subject, backend=""))
-        ran: set[Unit] = set()
-        for index in sorted(by_index):
-            name, report, units = by_index[index]
-            ran.update(units)
-            _absorb(subjects, report)
-            if report.incomplete:
-                labels = ", ".join(u.label for u in units) or "none"
-                message = (
-                    f"shard {index}/{count} incomplete ({name}: the run was interrupted or "
-                    f"could not finish): results of units {labels} may be partial"
-                )
-                problems.append(message)
-                missing.extend((u, message) for u in units)
-        not_run = [u for u in planned if u not in ran]
-        for shard in sorted({shard_of(u, count) for u in not_run}):
-            units = [u for u in not_run if shard_of(u, count) == shard]
-            labels = ", ".join(u.label for u in units)
-            if shard in by_index:  # the file is there but did not run them (another version?)
-                message = f"shard {shard}/{count} ({by_index[shard][0]}) did not run units {labels}"
-            else:
-                message = f"shard {shard}/{count} missing: units {labels} were not run"
+    ran: set[Unit] = set()
+    for index in sorted(by_index):
+        name, report, units = by_index[index]
+        ran.update(units)
+        _absorb(subjects, report)
+        if report.incomplete:
+            labels = ", ".join(u.label for u in units) or "none"
+            message = (
+                f"shard {index}/{count} incomplete ({name}: the run was interrupted or "
+                f"could not finish): results of units {labels} may be partial"
+            )
             problems.append(message)
             missing.extend((u, message) for u in units)
-    for unit, message in missing:
-        subjects[unit.subject].results.append(_missing_result(unit, message))
-    for subject in subjects.values():  # each shard saw part of the checks: judge the whole
-        unmeasured = nothing_measured(subject)
-        if unmeasured is not None:
-            subject.results.append(unmeasured)
-    merged.subjects = [_ordered(s, order) for s in subjects.values()]
-    merged.environment = {
-        "command": "qgate merge",
-        "merged_from": [name for name, _ in inputs],
-        "shards": {
-            "count": count,
-            "files": {
-                str(index): name
-                for by_index in plans.values()
-                for index, (name, _, _) in by_index.items()
-            },
-            "problems": problems,
-        },
-        "policy_digest": digests.pop(),
-    }
-    return MergeOutcome(merged, problems)
+    not_run = [u for u in planned if u not in ran]
+    for shard in sorted({shard_of(u, count) for u in not_run}):
+        units = [u for u in not_run if shard_of(u, count) == shard]
+        labels = ", ".join(u.label for u in units)
+        if shard in by_index:  # the file is there but did not run them (another version?)
+            message = f"shard {shard}/{count} ({by_index[shard][0]}) did not run units {labels}"
+        else:
+            message = f"shard {shard}/{count} missing: units {labels} were not run"
+        problems.append(message)
+        missing.extend((u, message) for u in units)
+    return missing
 
 
 def _shard_info(name: str, report: RunReport) -> dict[str, Any]:

@@ -8,11 +8,11 @@ through the model's chat template when it has one (see :mod:`qgate.chat`).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from qgate.datasets import jsonl_records
 from qgate.errors import UsageError
 
 KINDS = ("continuation", "instruction", "reasoning")
@@ -50,13 +50,7 @@ def load_prompt_set(name_or_path: str = "default") -> PromptSet:
         source = f"builtin:{name_or_path}"
     prompts = []
     seen: set[str] = set()
-    for number, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{source}:{number}: not valid JSON: {exc.msg}") from None
+    for number, record in jsonl_records(raw, source):
         if (
             not isinstance(record, dict)
             or not isinstance(record.get("prompt"), str)

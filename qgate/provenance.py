@@ -47,12 +47,12 @@ from qgate.backend import BackendOptions
 from qgate.cache import ReferenceCache
 from qgate.datasets import Dataset
 from qgate.errors import QgateError
+from qgate.handle import ModelHandle
 from qgate.hashing import DigestIndex, manifest_digest, sha256_file
 from qgate.plugins import Registry
 from qgate.policy.model import Policy
 from qgate.policy.resolved import resolved_policy_data
 from qgate.progress import Progress
-from qgate.session import ModelHandle
 
 #: version of the layout of the ``provenance`` block
 PROVENANCE_FORMAT = 1

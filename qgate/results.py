@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from qgate.figures import Figures, headline_values
+
 RESULTS_SCHEMA_VERSION = 2
 
 
@@ -105,7 +107,11 @@ class CheckResult:
     interval: Interval | None = None
     unit: str = ""
     severity: Severity = Severity.FAIL
-    #: free-form data for the reports: ``tables``, ``series``, ``samples`` keys are rendered
+    #: what the report shows beside the numbers: tables, charts, samples (:mod:`qgate.figures`)
+    figures: Figures = field(default_factory=Figures)
+    #: this result's figures for run-level summaries, by :data:`qgate.figures.HEADLINES` key
+    headlines: dict[str, float] = field(default_factory=dict)
+    #: further measured facts, kept in the JSON for readers and tools (not rendered as such)
     details: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
     #: the verdict an interval straddling the threshold got (recorded so that a reader can
@@ -138,6 +144,8 @@ class CheckResult:
             "interval": self.interval.to_dict() if self.interval else None,
             "unit": self.unit,
             "severity": self.severity.value,
+            "figures": self.figures.to_dict(),
+            "headlines": _json_clean(self.headlines),
             "details": _json_clean(self.details),
             "duration_s": round(self.duration_s, 4),
             "on_inconclusive": self.on_inconclusive,
@@ -160,6 +168,8 @@ class CheckResult:
             interval=Interval.from_dict(interval) if interval else None,
             unit=data.get("unit", ""),
             severity=Severity(data.get("severity", "fail")),
+            figures=Figures.from_dict(data.get("figures")),
+            headlines=headline_values(data.get("headlines")),
             details=data.get("details") or {},
             duration_s=data.get("duration_s", 0.0),
             on_inconclusive=data.get("on_inconclusive"),
@@ -370,7 +380,14 @@ class RunReport:
         )
 
 
-_VERDICT_ORDER = [Verdict.ERROR, Verdict.FAIL, Verdict.WARN, Verdict.PASS, Verdict.SKIP]
+#: verdicts from worst to best: error > fail > warn > pass > skip (nothing judged)
+VERDICT_ORDER: tuple[Verdict, ...] = (
+    Verdict.ERROR,
+    Verdict.FAIL,
+    Verdict.WARN,
+    Verdict.PASS,
+    Verdict.SKIP,
+)
 
 
 def overall_verdict(results: list[CheckResult]) -> Verdict:
@@ -379,7 +396,7 @@ def overall_verdict(results: list[CheckResult]) -> Verdict:
     An empty list is a ``skip``: nothing was judged, which is not the same as a pass.
     """
     present = {r.verdict for r in results}
-    for verdict in _VERDICT_ORDER:
+    for verdict in VERDICT_ORDER:
         if verdict in present:
             return verdict
     return Verdict.SKIP

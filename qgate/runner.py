@@ -16,9 +16,7 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,14 +26,17 @@ from qgate.cache import ReferenceCache
 from qgate.check import Check, CheckContext
 from qgate.datasets import Dataset, load_dataset
 from qgate.deadline import deadline
-from qgate.errors import BackendError, CheckError, QgateError, UsageError
-from qgate.hashing import DigestIndex
+from qgate.detection import resolve_backend
+from qgate.engine.evaluation import Evaluation
+from qgate.errors import BackendError, CheckError, QgateError
+from qgate.handle import ModelHandle
+from qgate.instruments import Instruments
 from qgate.plugins import Registry
 from qgate.policy.conditions import matches
 from qgate.policy.model import CheckSpec, DatasetSpec, Policy
-from qgate.progress import Progress
 from qgate.provenance import collect as collect_provenance
 from qgate.results import (
+    VERDICT_ORDER,
     CheckResult,
     RunReport,
     Severity,
@@ -44,9 +45,8 @@ from qgate.results import (
     Verdict,
     nothing_measured,
 )
-from qgate.scoring.evaluation import Evaluation
 from qgate.sequential import is_clear, looks
-from qgate.session import ModelHandle
+from qgate.setup import RunRequest, RunSetup
 from qgate.shard import ShardSelection
 
 
@@ -73,56 +73,77 @@ class Runner:
         backend: str | None = None,
         reference_backend: str | None = None,
         extra_datasets: Sequence[DatasetSpec] = (),
+        datasets: Sequence[Dataset] | None = None,
         cache: ReferenceCache | None = None,
-        progress: Progress | None = None,
+        instruments: Instruments | None = None,
         backend_options: BackendOptions | None = None,
         shard: ShardSelection | None = None,
         run_id: str = "",
     ):
-        self.registry = registry
-        self.policy = policy
-        self.reference_path = reference
-        self.backend_name = backend
-        self.reference_backend_name = reference_backend or backend
-        self.options = backend_options or policy.backend
-        self.cache = cache or ReferenceCache(None)
-        self.progress = progress or Progress(enabled=False)
+        setup = RunSetup(
+            registry,
+            RunRequest(backend=backend),
+            policy,
+            backend_options or policy.backend,
+            list(datasets)
+            if datasets is not None
+            else [load_dataset(d) for d in [*policy.datasets, *extra_datasets]],
+            cache or ReferenceCache(None),
+            instruments or Instruments(),
+            shard,
+        )
+        self._adopt(setup, reference=reference, reference_backend=reference_backend, run_id=run_id)
+
+    @classmethod
+    def from_setup(
+        cls,
+        setup: RunSetup,
+        *,
+        reference: str | None = None,
+        reference_backend: str | None = None,
+        run_id: str = "",
+    ) -> Runner:
+        """The runner of ``qgate check`` for a setup built from the command line."""
+        runner = cls.__new__(cls)
+        runner._adopt(
+            setup, reference=reference, reference_backend=reference_backend, run_id=run_id
+        )
+        return runner
+
+    def _adopt(
+        self,
+        setup: RunSetup,
+        *,
+        reference: str | None,
+        reference_backend: str | None,
+        run_id: str,
+    ) -> None:
+        self.setup = setup
+        self.registry = setup.registry
+        self.policy = setup.policy
+        self.options = setup.options
+        self.datasets = setup.datasets
+        self.cache = setup.cache
+        self.instruments = setup.instruments
+        self.progress = setup.instruments.progress
+        self.counters = setup.instruments.counters
+        self.timings = setup.instruments.timings
+        self.digests = setup.digests
         #: with ``--shard K/N``: only this shard's (subject, check group) units run
-        self.shard = shard
+        self.shard = setup.shard
+        self.reference_path = reference
+        self.backend_name = setup.request.backend
+        self.reference_backend_name = reference_backend or setup.request.backend
         self.run_id = run_id
-        self.counters: Counter[str] = Counter()
-        self.timings: defaultdict[str, float] = defaultdict(float)
-        self.digests = DigestIndex(self.cache.directory)
-        self.datasets: list[Dataset] = [
-            load_dataset(d) for d in [*policy.datasets, *extra_datasets]
-        ]
 
     # -- resolution -------------------------------------------------------------------------
     def resolve_backend(self, path: Path, name: str | None) -> Backend:
-        """The named backend, or the one installed backend that recognises ``path``."""
-        if not path.exists():
-            raise UsageError(f"model not found: {path}")
-        if name is not None:
-            return self.registry.backend(name)
-        found = [p.item for p in self.registry.backends.values() if _detects(p.item, path)]
-        if not found:
-            names = ", ".join(sorted(self.registry.backends)) or "none"
-            raise UsageError(
-                f"{path}: no installed backend recognises this file (installed backends: {names}); "
-                "is it a model? Name one with --backend, or install the extra for its format"
-            )
-        return found[0]
+        """The named backend, or the installed backend surest of ``path``
+        (:func:`qgate.detection.resolve_backend`)."""
+        return resolve_backend(self.registry, path, name)
 
     def _handle(self, path: Path, backend: Backend) -> ModelHandle:
-        return ModelHandle(
-            path,
-            backend,
-            self.options,
-            digests=self.digests,
-            counters=self.counters,
-            timings=self.timings,
-            progress=self.progress,
-        )
+        return self.setup.handle(path, backend)
 
     # -- the run ----------------------------------------------------------------------------
     def run(self, subjects: Sequence[str]) -> RunReport:
@@ -153,9 +174,7 @@ class Runner:
             self.datasets,
             self.policy.evaluation,
             cache=self.cache,
-            counters=self.counters,
-            timings=self.timings,
-            progress=self.progress,
+            instruments=self.instruments,
         )
         try:
             for path, backend in subject_backends:
@@ -315,15 +334,14 @@ class Runner:
         reference: ModelHandle | None,
         evaluation: Evaluation,
     ) -> list[CheckResult]:
-        ctx = CheckContext(
+        ctx: CheckContext[object] = CheckContext(
             spec=spec,
             options=self.policy.check_options[spec.key],
-            policy=self.policy,
             subject=subject,
             reference=reference,
+            policy=self.policy,
             evaluation=evaluation,
-            progress=self.progress,
-            check_name=spec.use,
+            sequential=check.sequential,
         )
         started = time.perf_counter()
         try:
@@ -354,7 +372,7 @@ class Runner:
         for result in results:
             result.duration_s = elapsed / max(len(results), 1)
         self.timings[f"check:{spec.key}"] += elapsed
-        worst = min(results, key=lambda r: _ORDER[r.verdict])
+        worst = min(results, key=lambda r: VERDICT_ORDER.index(r.verdict))
         self.progress.log(
             f"{subject.info.label}: {spec.key} -> {worst.verdict.value} ({elapsed:.1f}s)"
         )
@@ -376,17 +394,6 @@ class Runner:
                 "measure blocks the gate; on_skip: skip lets it pass)"
             )
         return result
-
-
-_ORDER = {Verdict.ERROR: 0, Verdict.FAIL: 1, Verdict.WARN: 2, Verdict.PASS: 3, Verdict.SKIP: 4}
-
-
-def _detects(backend: Backend, path: Path) -> bool:
-    """Whether ``backend`` claims ``path``; a backend that crashes on a hostile file does not."""
-    try:
-        return bool(backend.detect(path))
-    except Exception:
-        return False
 
 
 def _describe_crash(exc: BaseException, who: str) -> str:
@@ -416,9 +423,4 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def with_backend_overrides(options: BackendOptions, **overrides: object) -> BackendOptions:
-    """A copy of ``options`` with the non-None ``overrides`` applied (CLI flags over the policy)."""
-    return replace(options, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-
-
-__all__ = ["BackendError", "Interrupted", "Runner", "with_backend_overrides"]
+__all__ = ["BackendError", "Interrupted", "Runner"]

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 
+from qgate.engine.evaluation import Look
 from qgate.policy.model import EvaluationSettings
 from qgate.results import CheckResult, Verdict
-from qgate.scoring.evaluation import Look
 from qgate.stats import interval_side
 
 MIN_CHUNKS = 2  # a bootstrap over chunks needs at least two

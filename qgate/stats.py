@@ -41,6 +41,33 @@ def bootstrap_interval(
     return Interval(float(low), float(high), confidence)
 
 
+def bootstrap_difference(
+    first: np.ndarray,
+    last: np.ndarray,
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval | None:
+    """Percentile interval of ``mean(last) - mean(first)``, each sample resampled on its own
+    (two independent samples: a position bucket late in a sequence against an early one)."""
+    if len(first) < 2 or len(last) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    a = first[rng.integers(0, len(first), size=(resamples, len(first)))].mean(axis=1)
+    b = last[rng.integers(0, len(last), size=(resamples, len(last)))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(b - a, [alpha, 1 - alpha])
+    return Interval(float(low), float(high), confidence)
+
+
+def inconclusive_verdict(on_inconclusive: str, severity: Severity) -> Verdict:
+    """What an undecided measurement gets: the policy's ``on_inconclusive``, where a ``fail``
+    of a ``warn``-severity check is a ``warn``."""
+    verdict = Verdict(on_inconclusive)
+    return Verdict.WARN if verdict is Verdict.FAIL and severity is Severity.WARN else verdict
+
+
 def decide(
     value: float | None,
     threshold: float | None,

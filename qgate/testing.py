@@ -37,25 +37,17 @@ import json
 import re
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from qgate.backend import (
-    Backend,
-    BackendOptions,
-    Generation,
-    GenerationSettings,
-    LoadedModel,
-    ModelInfo,
-    TokenScores,
-)
+from qgate.backend import Backend, BackendOptions, Generation, GenerationSettings, ModelInfo
 from qgate.errors import BackendError
 from qgate.hookspecs import hookimpl
-from qgate.scoring.logits import summarize_logits
+from qgate.scoring.sequence import BatchScoredModel, LogitsBatch
 
 MAGIC_KEY = "qgate_fake_model"
 BOS, EOS, VOCAB = 256, 257, 258
@@ -114,11 +106,12 @@ class FakeBackend(Backend):
     name = "fake"
     description = "deterministic fake models for tests (qgate.testing)"
 
-    def detect(self, path: Path) -> bool:
+    def detect(self, path: Path) -> float:
+        """Certain for a small file that holds the fake model's key, else 0."""
         if not path.is_file() or path.stat().st_size > 1 << 20:
-            return False
+            return 0.0
         with path.open("rb") as handle:
-            return MAGIC_KEY.encode() in handle.read(4096)
+            return 1.0 if MAGIC_KEY.encode() in handle.read(4096) else 0.0
 
     def inspect(self, path: Path) -> ModelInfo:
         knobs = read_knobs(path)
@@ -153,7 +146,7 @@ class FakeBackend(Backend):
         return FakeModel(self.inspect(path), knobs, options)
 
 
-class FakeModel(LoadedModel):
+class FakeModel(BatchScoredModel):
     def __init__(self, info: ModelInfo, knobs: dict[str, Any], options: BackendOptions):
         self.info = info
         self.knobs = knobs
@@ -201,38 +194,13 @@ class FakeModel(LoadedModel):
             out[positions >= self.knobs["nan_after"]] = np.nan
         return out
 
-    def score(
-        self,
-        tokens: Sequence[int],
-        *,
-        start: int,
-        top_k: int,
-        gather: np.ndarray | None = None,
-        tail_samples: int = 0,
-        positions: Sequence[int] | None = None,
-    ) -> TokenScores:
+    def scored_logits(
+        self, tokens: Sequence[int], scored: np.ndarray
+    ) -> Iterable[Sequence[LogitsBatch]]:
+        """All scored rows in one batch; ``delay`` stands in for the forward pass."""
         self.calls["score"] += 1
-        if len(tokens) > self.n_ctx:
-            raise BackendError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
-        scored = (
-            np.asarray(positions, dtype=np.int64)
-            if positions is not None
-            else np.arange(start, len(tokens))
-        )
         self._sleep(self.knobs["delay"] * len(tokens))
-        targets = np.asarray(tokens, dtype=np.int64)[scored]
-        result = summarize_logits(
-            self.logits(tokens, scored - 1),
-            targets,
-            start=int(scored[0]),
-            top_k=top_k,
-            gather=gather,
-            tail_samples=tail_samples,
-            rng=np.random.default_rng(zlib.crc32(np.asarray(tokens, dtype=np.int64).tobytes())),
-        )
-        if positions is not None:
-            result.positions = scored
-        return result
+        yield [(scored, self.logits(tokens, scored - 1))]
 
     def reconfigure(self, *, n_ctx: int, kv_cache: str) -> FakeModel:
         options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]

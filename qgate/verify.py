@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from typing import Any
 
 from qgate.errors import ExitCode, UsageError
 from qgate.hashing import folder_files
+from qgate.integrity import results_json
 from qgate.progress import Progress
 from qgate.text import printable
 
@@ -89,12 +89,7 @@ class Refused(Exception):
 
 def read_artifacts(results: Path) -> list[tuple[str, dict[str, Any]]]:
     """The (role, record) of every model a results file names; UsageError when unreadable."""
-    try:
-        data = json.loads(results.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {results}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{results}: not a qgate results file: {exc}") from None
+    data = results_json(results)
     if not isinstance(data, dict) or "subjects" not in data:
         raise UsageError(f"{results}: not a qgate results file (no 'subjects')")
     provenance = data.get("provenance")

@@ -95,8 +95,8 @@ def tiny_ladder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny random llama in F32 and its F16, Q8_0, Q4_K_M and Q2_K quants (~11 MB in all)."""
     if not (HAVE_LLAMA_CPP and HAVE_GGUF):
         pytest.skip("needs llama-cpp-python and gguf: pip install -e '.[dev,gguf]'")
-    from qgate_gguf.fixtures import write_tiny_llama
     from qgate_gguf.quantize import quantize
+    from tests.tiny_gguf import write_tiny_llama
 
     directory = _model_dir(tmp_path_factory, "tiny")
     source = directory / "tiny-f32.gguf"

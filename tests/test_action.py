@@ -96,7 +96,7 @@ def test_the_steps_after_run_read_only_what_run_wrote(action: dict[str, Any]) ->
     stale or foreign results file in the workspace is never reported (issue 19, class 5)."""
     steps = action["runs"]["steps"]
     readers = [
-        s for s in steps if re.search(r"qgate\.github (outputs|summary|comment)", s.get("run", ""))
+        s for s in steps if re.search(r"qgate github (outputs|summary|comment)", s.get("run", ""))
     ]
     assert len(readers) == 3
     for step in readers:
@@ -120,7 +120,7 @@ def test_action_references_only_what_exists(action: dict[str, Any]) -> None:
     ids = {step.get("id") for step in action["runs"]["steps"]}
     assert set(re.findall(r"steps\.([\w-]+)\.", text)) <= ids
     for step in action["runs"]["steps"]:
-        for called in re.findall(r"python -m qgate\.github ([\w-]+)", step.get("run", "")):
+        for called in re.findall(r"qgate github ([\w-]+)", step.get("run", "")):
             assert called in STEPS, called
         # inputs reach scripts through env:, never pasted into the script (script injection)
         assert "${{" not in step.get("run", ""), step.get("name")

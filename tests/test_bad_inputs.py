@@ -82,7 +82,7 @@ class Workshop:
     def clean_gguf(self) -> Path:
         """A tiny, healthy F32 llama (5.8 MB)."""
         if self._clean is None:
-            from qgate_gguf.fixtures import write_tiny_llama
+            from tests.tiny_gguf import write_tiny_llama
 
             self._clean = write_tiny_llama(self.root / "clean.gguf")
         return self._clean
@@ -438,7 +438,7 @@ CASES: list[Case] = [
 
 
 def _bigger_vocab(ws: Workshop) -> Path:
-    from qgate_gguf.fixtures import write_tiny_llama
+    from tests.tiny_gguf import write_tiny_llama
 
     path = ws.path("extra-vocab.gguf")
     if not path.exists():

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qgate.figures import Figures
 from qgate.results import (
     CheckResult,
     Comparison,
@@ -79,7 +80,7 @@ def hostile_report() -> RunReport:
             threshold=0.05,
             comparison=Comparison.LE,
             interval=Interval(0.28, 0.35),
-            details={"series": [series]},
+            figures=Figures.from_dict({"charts": [series]}),
         ),
         CheckResult(
             check="repetition",
@@ -91,24 +92,26 @@ def hostile_report() -> RunReport:
             threshold=0.05,
             comparison=Comparison.LE,
             unit="%",
-            details={
-                "samples": [
-                    {
-                        "prompt": f"Say hi {SCRIPT}",
-                        "subject": f"hi hi hi hi {IMG} hi hi hi hi",
-                        "reference": f"Hello! {SVG}",
-                        "note": f"subject looping {BREAKOUT}",
-                        "subject_highlight": [0, 12],
-                    }
-                ],
-                "tables": [
-                    {
-                        "title": f"labels {STYLE}",
-                        "columns": ["model", f"looping {SCRIPT}"],
-                        "rows": [["subject", 15], [IMG, 0]],
-                    }
-                ],
-            },
+            figures=Figures.from_dict(
+                {
+                    "samples": [
+                        {
+                            "prompt": f"Say hi {SCRIPT}",
+                            "subject": f"hi hi hi hi {IMG} hi hi hi hi",
+                            "reference": f"Hello! {SVG}",
+                            "note": f"subject looping {BREAKOUT}",
+                            "subject_highlight": [0, 12],
+                        }
+                    ],
+                    "tables": [
+                        {
+                            "title": f"labels {STYLE}",
+                            "columns": ["model", f"looping {SCRIPT}"],
+                            "rows": [["subject", 15], [IMG, 0]],
+                        }
+                    ],
+                }
+            ),
         ),
         CheckResult(
             check="plugin",

@@ -29,12 +29,17 @@ from hypothesis import strategies as st
 
 import qgate.cache
 from qgate.backend import BackendOptions, TokenScores
-from qgate.cache import META, Entry, ReferenceCache, backend_material, check_generations
+from qgate.cache import META, Entry, ReferenceCache, backend_material
+from qgate.cached_outputs import (
+    SPOT_CHECK_TOLERANCE,
+    check_generations,
+    disagreement,
+    scores_problem,
+)
 from qgate.plugins import Registry
 from qgate.policy import load_policy
 from qgate.results import RunReport, Verdict
 from qgate.runner import Runner
-from qgate.scoring.evaluation import SPOT_CHECK_TOLERANCE, disagreement, scores_problem
 
 POLICY = """
 name: trust
@@ -601,7 +606,7 @@ def test_racing_writers_never_leave_a_corrupt_entry(tmp_path, monkeypatch):
     for thread in readers:
         thread.join()
     assert reads and all(reads)
-    assert cache.counters.get("reference_cache_rejected", 0) == 0
+    assert cache.instruments.counters.get("reference_cache_rejected", 0) == 0
 
     # processes too (forked: each believes it has the same PID)
     context = multiprocessing.get_context("fork")
@@ -612,7 +617,7 @@ def test_racing_writers_never_leave_a_corrupt_entry(tmp_path, monkeypatch):
         process.join()
     assert all(p.exitcode == 0 for p in processes)
     assert _intact(cache.load(entry))
-    assert cache.counters.get("reference_cache_rejected", 0) == 0
+    assert cache.instruments.counters.get("reference_cache_rejected", 0) == 0
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # nothing left over
 
 
@@ -720,7 +725,7 @@ def test_mutated_score_entries_are_rejected_or_exact(data: st.DataObject) -> Non
     path.write_bytes(mutated)
     arrays = cache.load(FUZZ_ENTRY, validate=VALIDATE)
     if arrays is None:
-        assert cache.counters["reference_cache_rejected"] == 1
+        assert cache.instruments.counters["reference_cache_rejected"] == 1
     else:  # only a mutation that changed nothing read (a zip's slack bytes): the same content
         assert qgate.cache.arrays_digest(arrays) == qgate.cache.arrays_digest(_valid_scores())
 

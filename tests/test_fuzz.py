@@ -360,7 +360,7 @@ needs_gguf = pytest.mark.skipif(not HAVE_GGUF, reason="needs gguf: pip install -
 
 
 def _small_gguf() -> bytes:
-    from qgate_gguf.fixtures import write_tiny_llama
+    from tests.tiny_gguf import write_tiny_llama
 
     path = WORKDIR / "small.gguf"
     if not path.exists():

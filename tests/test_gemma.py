@@ -61,7 +61,7 @@ def test_production_passes_q8_0_and_fails_q2_k(qgate, tmp_path, gemma_ladder):
     q2_ppl = {r.name: r for r in q2.results}["perplexity.ppl_delta"]
     assert q2_ppl.interval is not None and q2_ppl.interval.low > 0.10  # the 2-bit cliff, not noise
 
-    # generation: Gemma 270M loops under greedy decoding even at F16 (DESIGN.md), so the checks
+    # generation: Gemma 270M loops under greedy decoding even at F16, so the checks
     # judge against the reference's own rate; the 2-bit quant still collapses more often
     def generation(subject, name):
         return next(r for r in subject.results if r.check == name)

@@ -48,8 +48,8 @@ def test_a_looping_quant_fails_and_the_report_shows_the_loop(qgate, fake, tmp_pa
     assert result.details["subject_collapse_rate"] > 0.9
     assert result.details["reference_collapse_rate"] < 0.1
     assert "worst prompt:" in result.message
-    samples = result.details["samples"]
-    assert samples and any(s["subject_highlight"] for s in samples)
+    samples = result.figures.samples
+    assert samples and any(s.subject_highlight for s in samples)
     html = (tmp_path / "r.html").read_text()
     assert "<mark" in html and "subject" in html
 
@@ -141,8 +141,8 @@ def test_task_accuracy_per_tier(qgate, fake, tmp_path):
     assert results["accuracy_drop[symbolic]"].value == pytest.approx(0.0)
     skipped = results["accuracy_drop[long_chain]"]
     assert skipped.verdict is Verdict.SKIP and "no signal" in skipped.message
-    table = results["accuracy_drop[one_step]"].details["tables"][0]
-    assert [row[0] for row in table["rows"]] == list(TIERS)
+    table = results["accuracy_drop[one_step]"].figures.tables[0]
+    assert [row[0] for row in table.rows] == list(TIERS)
 
 
 def test_unknown_tier_is_a_policy_error(qgate, fake, tmp_path):

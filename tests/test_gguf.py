@@ -124,8 +124,7 @@ def test_low_level_scores_match_the_high_level_api(tiny_ladder):
 
 def test_quality_ladder_is_ordered_and_f32_matches_f16(tiny_ladder):
     """Real quantization damage: KLD to the F32 grows as bits shrink, F16 is nearly lossless."""
-    from qgate.datasets import Dataset
-    from qgate.scoring.evaluation import scored_start
+    from qgate.datasets import Dataset, scored_start
     from qgate.scoring.kld import kld_estimate
 
     options = BackendOptions(n_ctx=256, threads=2)
@@ -190,21 +189,18 @@ def test_scores_do_not_depend_on_how_the_chunk_is_cut_into_decode_calls(tiny_lad
 
 
 def test_a_borrowed_context_is_freed_and_the_loaded_model_kept(tiny_ladder):
-    from collections import Counter, defaultdict
 
+    from qgate.handle import ModelHandle
     from qgate.hashing import DigestIndex
-    from qgate.progress import Progress
-    from qgate.session import ModelHandle
+    from qgate.instruments import Instruments
 
-    counters: Counter[str] = Counter()
+    instruments = Instruments()
     handle = ModelHandle(
         tiny_ladder["F16"],
         backend(),
         BackendOptions(n_ctx=128, threads=2),
         digests=DigestIndex(None),
-        counters=counters,
-        timings=defaultdict(float),
-        progress=Progress(enabled=False),
+        instruments=instruments,
     )
     tokens = [3 + i % 250 for i in range(497)]  # the tiny vocabulary has 259 tokens
     with handle.borrowed(n_ctx=512, kv_cache="q8_0") as long:
@@ -213,6 +209,7 @@ def test_a_borrowed_context_is_freed_and_the_loaded_model_kept(tiny_ladder):
     with handle.borrowed(n_ctx=128, kv_cache="f16") as same:
         assert same is handle.model  # the run's own context is lent, not freed
     assert len(handle.model.score(tokens[:128], start=64, top_k=2)) == 64
+    counters = instruments.counters
     assert counters["model_loads"] == 1 and counters["contexts"] == 1
     handle.close()
 
@@ -290,7 +287,7 @@ def test_end_to_end_ladder_under_permissive(qgate, tmp_path, tiny_ladder):
 
 def test_chat_template_is_read_from_the_file_and_rendered_in_the_sandbox(tmp_path):
     from qgate.chat import format_prompt
-    from qgate_gguf.fixtures import write_tiny_llama
+    from tests.tiny_gguf import write_tiny_llama
 
     template = (
         "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"

@@ -54,7 +54,7 @@ def chunks_of(path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_chunks_start_with_bos_only_when_the_model_adds_one(tmp_path: Path) -> None:
-    from qgate_gguf.fixtures import write_tiny_llama
+    from tests.tiny_gguf import write_tiny_llama
 
     with_bos = write_tiny_llama(tmp_path / "bos.gguf", n_embd=64, n_ff=128, n_layers=1)
     bos, tokens, chunks = chunks_of(with_bos)
@@ -72,8 +72,8 @@ def test_chunks_start_with_bos_only_when_the_model_adds_one(tmp_path: Path) -> N
 def test_threaded_reduction_gives_the_same_scores(tmp_path: Path) -> None:
     """``extra.reduce_threads`` (the default with layers on a GPU) changes no figure."""
     from qgate_gguf import GGUFBackend
-    from qgate_gguf.fixtures import write_tiny_llama
     from qgate_gguf.llama import reduce_threads
+    from tests.tiny_gguf import write_tiny_llama
 
     assert reduce_threads(BackendOptions()) == 1  # CPU: llama.cpp's threads are the bottleneck
     assert reduce_threads(BackendOptions(gpu_layers=-1, threads=4)) == 4

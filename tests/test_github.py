@@ -1,4 +1,4 @@
-"""The GitHub Action's steps (`python -m qgate.github STEP`) in a fake GitHub environment."""
+"""The GitHub Action's steps (`qgate github STEP`) in a fake GitHub environment."""
 
 from __future__ import annotations
 
@@ -10,25 +10,26 @@ from typing import Any
 import pytest
 
 from qgate import __version__
-from qgate.github import (
-    COMMENT_MARKER,
-    GitHubAPIError,
-    annotation_lines,
-    artifact_name,
-    cache_key,
-    comment_body,
-    escape_data,
-    escape_property,
-    expand,
-    find_previous_comment,
-    main,
-    post_comment,
-    pull_request_number,
-    qgate_arguments,
-    workflow_command,
-)
 from qgate.results import CheckResult, RunReport, SubjectReport, Verdict
 from qgate.testing import write_fake_model
+from qgate_github.api import GitHubAPIError
+from qgate_github.arguments import expand, qgate_arguments
+from qgate_github.cache_key import cache_key
+from qgate_github.command import main
+from qgate_github.comment import (
+    COMMENT_MARKER,
+    comment_body,
+    find_previous_comment,
+    post_comment,
+    pull_request_number,
+)
+from qgate_github.steps import artifact_name
+from qgate_github.workflow import (
+    annotation_lines,
+    escape_data,
+    escape_property,
+    workflow_command,
+)
 
 POLICY = """
 name: ci
@@ -245,7 +246,7 @@ def test_artifact_names() -> None:
 
 
 def test_set_output_uses_a_heredoc_for_multiline_values(github_env) -> None:
-    from qgate.github import set_output
+    from qgate_github.workflow import set_output
 
     set_output("one", "value", env=github_env)
     set_output("two", "a\nb", env=github_env)
@@ -396,7 +397,7 @@ def test_a_stale_results_file_is_never_reported_when_qgate_writes_none(github_en
 def test_a_zero_exit_without_results_of_this_step_is_an_error(github_env, fake, capfd, monkeypatch):
     """qgate exiting 0 without writing (or a stale file in its place) must not turn the gate
     green: the exit code becomes 3 and the verdict error."""
-    import qgate.github as github
+    import qgate_github.run as github
 
     stale = _stale_passing_results(github_env, fake)
     copy = stale.read_bytes()
@@ -494,7 +495,7 @@ def test_merging_shards_of_another_run_is_refused_by_the_action(github_env, fake
 
 
 def test_step_run_ids() -> None:
-    from qgate.github import step_run_id
+    from qgate_github.run import step_run_id
 
     assert step_run_id({"GITHUB_RUN_ID": "42", "GITHUB_RUN_ATTEMPT": "3"}) == "github-run-42"
     assert step_run_id({"GITHUB_RUN_ID": "42", "QGATE_RUN_ID": "mine"}) == "mine"
@@ -505,7 +506,7 @@ def test_the_cache_directory_is_outside_the_workspace_unless_asked(github_env, c
     """The default cache directory was .qgate-cache in the workspace, which a pull request can
     write (issue 19, class 3): now it is under $RUNNER_TEMP, and a cache-dir inside the workspace
     gets a warning."""
-    from qgate.github import cache_directory
+    from qgate_github.cache_key import cache_directory
 
     env = {**github_env, "QGATE_CACHE_DIR": ""}
     assert cache_directory(env) == str(Path(env["RUNNER_TEMP"]) / "qgate-cache")
@@ -597,7 +598,8 @@ def _assert_neutral(text: str) -> None:
 
 
 def test_the_summary_neutralises_what_the_results_say(github_env) -> None:
-    from qgate.github import StepResults, summary_markdown
+    from qgate_github.results import StepResults
+    from qgate_github.summary import summary_markdown
 
     markdown = summary_markdown(StepResults(_hostile_report()), 1)
     _assert_neutral(markdown)
@@ -610,7 +612,8 @@ def test_the_summary_neutralises_what_the_results_say(github_env) -> None:
 
 
 def test_an_error_summary_neutralises_the_reason(github_env) -> None:
-    from qgate.github import StepResults, summary_markdown
+    from qgate_github.results import StepResults
+    from qgate_github.summary import summary_markdown
 
     markdown = summary_markdown(StepResults(None, f"refused: {HOSTILE}"), 2)
     _assert_neutral(markdown)
@@ -618,9 +621,10 @@ def test_an_error_summary_neutralises_the_reason(github_env) -> None:
 
 
 def test_annotations_carry_no_bidi_controls(github_env, capfd, monkeypatch) -> None:
-    import qgate.github as github
+    import qgate_github.steps as github
+    from qgate_github.results import StepResults
 
-    monkeypatch.setattr(github, "step_results", lambda env: github.StepResults(_hostile_report()))
+    monkeypatch.setattr(github, "step_results", lambda env: StepResults(_hostile_report()))
     assert main(["annotate"], env=github_env) == 0
     out = capfd.readouterr().out
     assert re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069]", out) is None
@@ -628,7 +632,7 @@ def test_annotations_carry_no_bidi_controls(github_env, capfd, monkeypatch) -> N
 
 
 def test_neutralise_keeps_plain_text_and_breaks_only_pings_and_links() -> None:
-    from qgate.github import neutralise
+    from qgate_github.untrusted import neutralise
 
     assert neutralise("Q4_K_M: 3.2 % (limit <= 1 %)") == "Q4_K_M: 3.2 % (limit <= 1 %)"
     assert neutralise("@a https://b www.c #1") == ("@\u200ba https:\u200b//b www\u200b.c #\u200b1")
@@ -637,7 +641,7 @@ def test_neutralise_keeps_plain_text_and_breaks_only_pings_and_links() -> None:
 def test_a_comment_from_a_downloaded_artifact_needs_the_gate_runs_id(github_env, fake, capfd):
     """The workflow_run pattern (docs/ci.md) posts another run's results: only with that run's
     id (QGATE_RUN_ID) are they shown; without any id nothing tells them from a stale file."""
-    from qgate.github import step_results
+    from qgate_github.results import step_results
 
     env = {**github_env, "QGATE_MODELS": str(fake("models/q8", noise=0.01))}
     assert main(["run"], env=env) == 0

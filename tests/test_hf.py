@@ -220,7 +220,7 @@ def test_device_reduction_matches_the_numpy_one(top_k):
 
     from qgate.errors import CheckError
     from qgate.scoring.logits import summarize_logits
-    from qgate_hf.scoring import summarize_tensor
+    from qgate_transformers.reduction import summarize_tensor
 
     rng = np.random.default_rng(7)
     logits = (rng.standard_normal((40, 3000)) * 4).astype(np.float32)
@@ -345,7 +345,7 @@ def test_different_tokenizer_is_refused(qgate, tmp_path, tiny_hf):
 
 def test_token_sequences_compared_across_tokenizer_families(qgate, tmp_path, tiny_hf, monkeypatch):
     """Across formats the hashes do not compare: the scored token sequences are compared."""
-    import qgate_hf.folder as folder
+    import qgate_transformers.folder as folder
 
     other = _copy(tiny_hf, tmp_path / "other-family")
     tok = json.loads((other / "tokenizer.json").read_text())

@@ -297,7 +297,7 @@ def _safetensors(header: dict[str, Any], data: bytes = b"") -> bytes:
 def test_hostile_safetensors_shapes_are_refused(tmp_path: Path, entry: dict[str, Any]) -> None:
     """Old code: OverflowError for ``int(inf)``; ``[-2, -2]`` passed as 4 elements, ``"2"``
     and ``2.5`` were taken as numbers."""
-    from qgate_hf.folder import read_safetensors_header
+    from qgate_transformers.safetensors_header import read_safetensors_header
 
     text = json.dumps({"t": entry}).replace('"1e999"', "1e999")
     file = tmp_path / "w.safetensors"
@@ -766,7 +766,7 @@ def test_verify_fifo_through_the_cli(qgate: Any, tmp_path: Path) -> None:
 
 
 def tiny_gguf(path: Path) -> Path:
-    from qgate_gguf.fixtures import write_tiny_llama
+    from tests.tiny_gguf import write_tiny_llama
 
     return write_tiny_llama(path, n_embd=32, n_layers=1, n_ff=64, n_head=2)
 
@@ -866,7 +866,8 @@ def test_tensors_without_values_are_no_evidence(qgate: Any, tmp_path: Path) -> N
 
 @needs_gguf
 def test_the_identity_check_is_not_decided_by_empty_tensors(tmp_path: Path) -> None:
-    from qgate_checks.identity import IdentityCheck, WeightEvidence
+    from qgate_checks.identity import WeightEvidence
+    from qgate_checks.identity.gathering import weights_decisive
     from qgate_gguf.weights import compare_files
 
     empty = {"z.weight": np.zeros((16, 0), np.float32)}
@@ -874,12 +875,12 @@ def test_the_identity_check_is_not_decided_by_empty_tensors(tmp_path: Path) -> N
     evidence = WeightEvidence(compare_files(paths), 0.0, 0.9, 0.0)
     assert not evidence.matrices.any()
     assert np.isnan(evidence.match_share())
-    decisive = IdentityCheck._weights_decisive(_Evidence(evidence), [])
+    decisive = weights_decisive(_Evidence(evidence), [])
     assert decisive == "no tensor of the files holds any values"
 
 
 class _Evidence:
-    """The part of :class:`qgate_checks.identity.Evidence` that ``_weights_decisive`` reads."""
+    """The part of :class:`qgate_checks.identity.Evidence` that ``weights_decisive`` reads."""
 
     def __init__(self, weights: Any):
         self.weights = weights

@@ -16,8 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from qgate.backend import Backend, TensorMeta, TensorReader
 from qgate.errors import BackendError
+from qgate.hookspecs import hookimpl
+from qgate.plugins import Registry, make_plugin_manager
+from qgate.policy import load_policy
 from qgate.results import RunReport, SkipCause, SubjectReport, Verdict
+from qgate.runner import Runner
+from qgate.testing import FakeBackend, read_knobs
+from qgate_checks.identity import format_pairwise, pairwise_evidence
+from qgate_checks.identity.weights import tensor_sources
 from tests.conftest import needs_llama_cpp
 
 TEMPLATE = (
@@ -30,8 +38,8 @@ FINETUNE = {"name": "tiny-llama-chat", "finetune": "chat", "chat_template": TEMP
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("llama_cpp")
-    from qgate_gguf.fixtures import write_tiny_llama
     from qgate_gguf.quantize import quantize
+    from tests.tiny_gguf import write_tiny_llama
 
     d = tmp_path_factory.mktemp("identity")
     m = {
@@ -88,7 +96,8 @@ def by_metric(subject: SubjectReport) -> dict[str, Any]:
 
 @needs_llama_cpp
 def test_weights_stream_sample_and_compare(models: dict[str, Path]) -> None:
-    from qgate_gguf.weights import GGUFWeights, compare_files, iter_tensors, sample_rows
+    from qgate.tensors import sample_rows
+    from qgate_gguf.weights import GGUFWeights, compare_files, iter_tensors
 
     assert list(sample_rows(10, 4, None)) == list(range(10))
     assert list(sample_rows(10, 4, 12)) == [0, 4, 8]  # every 4th row: at most 3 rows of 4
@@ -166,13 +175,13 @@ def test_finetune_quants_pass_against_the_finetune_and_not_the_base(
         first = subject.results[0]
         assert first.details["decided_by"] == "weights"
         assert "[supporting evidence, weights decided]" in results["behaviour_kld_ratio"].message
-        titles = [t["title"] for t in first.details["tables"]]
+        titles = [t.title for t in first.figures.tables]
         assert titles[:3] == [
             "Identity evidence by candidate",
             "Identity metadata (weak evidence: it can be edited)",
             "Tensors least similar to the claim",
         ]
-        rows = first.details["tables"][0]["rows"]
+        rows = first.figures.tables[0].rows
         assert [r[:2] for r in rows] == [["ft.gguf", "claim"], ["base.gguf", "not_from"]]
         assert rows[1][6].startswith("100% of 16")  # 16 matrices differ; 5 norm vectors are shared
 
@@ -338,3 +347,118 @@ def test_undecidable_is_on_inconclusive(qgate: Any, tmp_path: Path, fake: Any) -
     assert first.verdict is Verdict.WARN  # the policy's default on_inconclusive
     assert "no evidence can tell the candidates apart" in first.message
     assert first.details["decided_by"] is None
+
+
+# -- qgate identity: the command the identity plugin registers -------------------------------
+
+
+@needs_llama_cpp
+def test_identity_command_prints_what_inspect_identity_prints(
+    qgate: Any, models: dict[str, Path]
+) -> None:
+    for extra in ([], ["--json"]):
+        command = qgate("identity", models["ft-q4"], models["ft"], *extra)
+        alias = qgate("inspect", models["ft-q4"], "--identity", models["ft"], *extra)
+        assert command.code == alias.code == 0, command
+        if extra:  # the same evidence; only the time it took may differ
+            data, again = json.loads(command.out), json.loads(alias.out)
+            data["weights"].pop("seconds"), again["weights"].pop("seconds")
+            assert data == again
+            assert data["weights"]["tensors"] == 21
+        else:
+            assert re.sub(r"[\d.]+s\)", "", command.out) == re.sub(r"[\d.]+s\)", "", alias.out)
+            assert "summary: consistent with one being a quant of the other" in command.out
+    result = qgate("identity", models["ft-q4"], models["wide"])
+    assert result.code == 2
+    assert "wide.gguf: tensor 'blk.0.ffn_down.weight' has shape" in result.err
+    result = qgate("identity", models["ft-q4"], models["ft"].parent / "missing.gguf")
+    assert result.code == 2 and "model not found" in result.err
+
+
+def test_identity_command_without_tensors_compares_the_metadata(qgate: Any, fake: Any) -> None:
+    result = qgate("identity", fake("a"), fake("b"), "--json")
+    assert result.code == 0, result
+    data = json.loads(result.out)
+    assert "hands out tensors" in data["weights"]["unavailable"]
+    assert {row["field"] for row in data["metadata"]} >= {"architecture", "name"}
+    text = qgate("identity", fake("a"), fake("b")).out
+    assert "weights: unavailable: needs GGUF files" in text
+
+
+# -- the weights through any backend's tensor reader (no format is special) ------------------
+
+
+class ArrayReader(TensorReader):
+    """Tensors held in memory: two matrices and a norm vector drawn from the fake model's
+    ``seed``, moved by its ``noise`` (the quantization error)."""
+
+    def __init__(self, knobs: dict[str, Any]):
+        rng = np.random.default_rng(knobs["seed"])
+        moved = np.random.default_rng(1000 + knobs["noise_seed"])
+        self.arrays: dict[str, np.ndarray] = {}
+        for name, shape in (("a.weight", (16, 32)), ("b.weight", (8, 32)), ("norm", (1, 32))):
+            clean = rng.standard_normal(shape).astype(np.float32)
+            self.arrays[name] = clean + knobs["noise"] * moved.standard_normal(shape)
+        self.tensors = [
+            TensorMeta(
+                name,
+                (a.shape[1], a.shape[0]) if a.shape[0] > 1 else (a.shape[1],),
+                "F32",
+                a.shape[0],
+                a.shape[1],
+            )
+            for name, a in self.arrays.items()
+        ]
+        self.closed = False
+
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        return self.arrays[name][rows].astype(np.float32)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class TensorFakeBackend(FakeBackend):
+    """The fake backend, able to hand out tensors."""
+
+    def tensor_reader(self, path: Path) -> TensorReader:
+        return ArrayReader(read_knobs(path))
+
+
+class TensorFakePlugin:
+    @hookimpl
+    def qgate_backends(self) -> list[Backend]:
+        return [TensorFakeBackend()]
+
+
+def test_weights_decide_for_any_backend_that_hands_out_tensors(fake: Any, tmp_path: Path) -> None:
+    registry = Registry(make_plugin_manager(block=["fake"], plugins=[TensorFakePlugin()]))
+    options = {"not_from": [str(fake("base", seed=5))]}
+    loaded = load_policy(str(policy(tmp_path, **options)), registry.check_objects())
+    report = Runner(registry, loaded, reference=str(fake("claim", seed=0))).run(
+        [str(fake("quant", seed=0, noise=0.2)), str(fake("impostor", seed=5, noise=0.2))]
+    )
+    quant, impostor = (
+        {r.metric: r for r in s.results if r.check == "identity"} for s in report.subjects
+    )
+    assert quant["weight_match_share"].details["decided_by"] == "weights"
+    assert quant["weight_match_share"].verdict is Verdict.PASS
+    assert quant["weight_closer_share"].value == 1.0
+    assert impostor["weight_closer_share"].verdict is Verdict.FAIL
+    assert impostor["weight_closer_share"].value == 0.0
+
+
+def test_pairwise_evidence_reads_tensors_through_the_backend(fake: Any) -> None:
+    backend = TensorFakeBackend()
+    paths = [fake("a", seed=0), fake("b", seed=0, noise=0.2)]
+    infos = [backend.inspect(p) for p in paths]
+    with tensor_sources(
+        [(backend, p, i.format) for p, i in zip(paths, infos, strict=True)]
+    ) as sources:
+        data = pairwise_evidence(infos[0], infos[1], sources)
+        readers = list(sources.readers)
+    assert all(isinstance(r, ArrayReader) and r.closed for r in readers)  # closed on exit
+    weights = data["weights"]
+    assert weights["tensors"] == 3 and weights["matrices"] == 2
+    assert weights["match_share"] == 1.0
+    assert "consistent with one being a quant of the other" in format_pairwise(data)

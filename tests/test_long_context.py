@@ -63,8 +63,8 @@ def test_a_cache_that_degrades_late_fails_the_excess_floor(qgate, fake, tmp_path
     assert results["late_excess_kld[f16]"].value == pytest.approx(0.0, abs=1e-6)
     assert results["late_excess_kld[q4_0]"].verdict is Verdict.FAIL
     assert 0 < results["late_excess_kld[q8_0]"].value < results["late_excess_kld[q4_0]"].value
-    lines = results["late_excess_kld[f16]"].details["series"][0]["lines"]
-    assert [line["name"] for line in lines] == ["KV f16", "KV q8_0", "KV q4_0"]
+    lines = results["late_excess_kld[f16]"].figures.charts[0].lines
+    assert [line.name for line in lines] == ["KV f16", "KV q8_0", "KV q4_0"]
     html = (tmp_path / "r.html").read_text()
     assert "KL divergence by position" in html and "<svg" in html and "Pass-key retrieval" in html
 

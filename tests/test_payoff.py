@@ -2,7 +2,7 @@
 
 The fake backend's ``delay`` (seconds per token) stands in for compute: a subject with half the
 reference's delay generates about twice as fast. Every run is a real child process
-(``python -m qgate_checks.payoff_probe``), so these tests exercise the isolation too; the
+(``python -m qgate_checks.payoff.probe``), so these tests exercise the isolation too; the
 budgets are small (64-token prompt, 32-token generations, 2 ms per token) to keep them quick.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from qgate.figures import GENERATION_SPEEDUP, GENERATION_TOK_S, KLD_MEAN, PPL_DELTA
 from qgate.results import CheckResult, Comparison, RunReport, Severity, SubjectReport, Verdict
 from qgate_reporters import console, html, markdown
 from qgate_reporters.ladder import quant_ladder
@@ -79,10 +80,11 @@ def test_half_the_delay_passes_a_speedup_floor_and_equal_speed_fails(
         (1 - details["ratios"]["size_ratio"]) / details["kld_mean"]
     )
     assert data["counters"]["scoring_pass_reuses"] == 2  # one per subject, no extra pass
-    titles = [t["title"] for t in details["tables"]]
+    figures = speedup["figures"]
+    titles = [t["title"] for t in figures["tables"]]
     assert any(t.startswith("Subject vs reference") for t in titles)
     assert any(t.startswith("Gain per unit of quality") for t in titles)
-    assert details["series"][0]["title"] == "Generation speed per run"
+    assert figures["charts"][0]["title"] == "Generation speed per run"
 
     same_results = results_of(data, "same")
     assert same_results["generation_speedup"]["verdict"] == "fail"
@@ -153,6 +155,7 @@ def _result(
     *,
     severity: Severity = Severity.FAIL,
     details: dict[str, Any] | None = None,
+    headlines: dict[str, float] | None = None,
 ) -> CheckResult:
     return CheckResult(
         check=check,
@@ -165,6 +168,7 @@ def _result(
         comparison=Comparison.LE,
         severity=severity,
         details=details or {},
+        headlines=headlines or {},
     )
 
 
@@ -178,14 +182,14 @@ def rung(
     verdicts: tuple[Verdict, ...] = (Verdict.PASS,),
 ) -> SubjectReport:
     results = [
-        _result("kl-divergence", "kld_mean", verdicts[0], kld),
-        _result("perplexity", "ppl_delta", Verdict.PASS, ppl),
+        _result("kl-divergence", "kld_mean", verdicts[0], kld, headlines={KLD_MEAN.key: kld}),
+        _result("perplexity", "ppl_delta", Verdict.PASS, ppl, headlines={PPL_DELTA.key: ppl}),
         _result(
             "payoff",
             "generation_speedup",
             Verdict.PASS,
             tok_s / 10.0,
-            details={"subject": {"tg_tok_s": tok_s}, "reference": {"tg_tok_s": 10.0}},
+            headlines={GENERATION_SPEEDUP.key: tok_s / 10.0, GENERATION_TOK_S.key: tok_s},
         ),
     ]
     results += [_result("extra", f"m{i}", v) for i, v in enumerate(verdicts[1:])]
@@ -217,13 +221,13 @@ def test_ladder_names_the_smallest_quant_that_passes() -> None:
     assert (q4.kld_mean, q4.ppl_delta, q4.generation_tok_s) == (0.01, 0.02, 24)
     # 2 quality figures x 2 axes, one dot (line) per quant
     series = ladder.series()
-    assert [s["title"] for s in series] == [
+    assert [s.title for s in series] == [
         "mean KLD vs file size",
         "mean KLD vs generation speed",
         "PPL delta vs file size",
         "PPL delta vs generation speed",
     ]
-    assert all(len(s["lines"]) == 3 for s in series)
+    assert all(len(s.lines) == 3 for s in series)
 
 
 def test_ladder_when_nothing_passes_or_the_run_is_cut_short() -> None:
@@ -289,7 +293,7 @@ def test_a_measuring_process_reports_its_own_peak_memory_not_its_parents() -> No
 
     ballast = np.ones(256 * 2**20 // 8)  # 256 MiB resident in this (the parent) process
     code = (
-        "import resource; from qgate_checks.payoff_probe import peak_rss_bytes; "
+        "import resource; from qgate_checks.payoff.probe import peak_rss_bytes; "
         "print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -145,7 +145,7 @@ def test_a_signal_mid_run_writes_partial_results_marked_incomplete(fake, tmp_pat
 @needs_llama_cpp
 @pytest.mark.llama_cpp
 def test_a_gguf_with_an_injection_template_fails_closed(qgate, tmp_path):
-    from qgate_gguf.fixtures import write_tiny_llama
+    from tests.tiny_gguf import write_tiny_llama
 
     marker = tmp_path / "pwned"
     payload = "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"

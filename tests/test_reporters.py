@@ -20,6 +20,7 @@ import pluggy
 import pytest
 
 from qgate import hookspecs
+from qgate.figures import Chart, Figures
 from qgate.results import (
     CheckResult,
     Comparison,
@@ -54,6 +55,7 @@ def _result(
     interval: Interval | None = None,
     unit: str = "",
     details: dict[str, Any] | None = None,
+    figures: dict[str, Any] | None = None,
     duration_s: float = 0.5,
     severity: Severity = Severity.FAIL,
 ) -> CheckResult:
@@ -69,6 +71,7 @@ def _result(
         interval=interval,
         unit=unit,
         severity=severity,
+        figures=Figures.from_dict(figures),
         details=details or {},
         duration_s=duration_s,
     )
@@ -126,7 +129,7 @@ def subject_a() -> SubjectReport:
                 value=1.0142,
                 threshold=1.02,
                 interval=Interval(1.0100, 1.0180),
-                details={"tables": [TABLE]},
+                figures={"tables": [TABLE]},
                 duration_s=12.25,
             ),
             _result(
@@ -137,7 +140,7 @@ def subject_a() -> SubjectReport:
                 value=0.98,
                 threshold=0.5,
                 interval=Interval(0.91, 1.05),
-                details={"series": [SERIES]},
+                figures={"charts": [SERIES]},
             ),
             _result(
                 "kl-divergence",
@@ -155,7 +158,7 @@ def subject_a() -> SubjectReport:
                 "",
                 Verdict.SKIP,
                 "needs a reference model (--reference)",
-                details={"samples": [SAMPLE]},
+                figures={"samples": [SAMPLE]},
             ),
             _result(
                 "long-context",
@@ -617,7 +620,7 @@ def test_html_svg_for_series(report: RunReport) -> None:
     # no series anywhere -> no svg
     for subject in report.subjects:
         for result in subject.results:
-            result.details.pop("series", None)
+            result.figures.charts.clear()
     assert "<svg" not in html.HtmlReporter().render(report)
 
 
@@ -636,11 +639,13 @@ def test_html_renders_round_tripped_and_empty_reports(report: RunReport) -> None
 
 
 def test_html_tolerates_malformed_details(report: RunReport) -> None:
-    report.subjects[0].results[0].details = {
-        "tables": ["not a table", {"rows": [[1, 2, 3], "x"]}, {"columns": ["a"]}],
-        "series": [{"lines": "nope"}, {"title": "t", "lines": [{"name": "n", "y": [1, 2]}]}, 3],
-        "samples": [None, {"prompt": 5}],
-    }
+    report.subjects[0].results[0].figures = Figures.from_dict(
+        {
+            "tables": ["not a table", {"rows": [[1, 2, 3], "x"]}, {"columns": ["a"]}],
+            "charts": [{"lines": "nope"}, {"title": "t", "lines": [{"name": "n", "y": [1, 2]}]}, 3],
+            "samples": [None, {"prompt": 5}],
+        }
+    )
     text = html.HtmlReporter().render(report)
     parse_html(text)
     # the two series dicts here (one without lines) and the one on kld_p99
@@ -661,8 +666,13 @@ def test_template_environment_is_strict_and_autoescaped() -> None:
 # charts
 
 
+def build_chart(data: dict[str, Any]) -> charts.ChartView:
+    """A chart's geometry from the JSON shape results carry it in."""
+    return charts.build_chart(Chart.from_dict(data))
+
+
 def test_chart_skips_nan_and_none_and_splits_lines() -> None:
-    chart = charts.build_chart(SERIES)
+    chart = build_chart(SERIES)
     q4, q2, single, empty = chart.lines
     # None at index 2 splits Q4 into [0, 512] and [2048, 4096]
     assert len(q4.segments) == 2
@@ -681,20 +691,20 @@ def test_chart_skips_nan_and_none_and_splits_lines() -> None:
 
 
 def test_chart_flat_and_empty_series() -> None:
-    flat = charts.build_chart({"lines": [{"name": "a", "x": [1, 2, 3], "y": [0.5, 0.5, 0.5]}]})
+    flat = build_chart({"lines": [{"name": "a", "x": [1, 2, 3], "y": [0.5, 0.5, 0.5]}]})
     ticks = [float(t.label) for t in flat.y_ticks]
     assert min(ticks) < 0.5 < max(ticks)
     ys = {m.y for m in flat.lines[0].markers}
     assert len(ys) == 1 and flat.top < float(ys.pop()) < flat.bottom
-    one = charts.build_chart({"lines": [{"name": "a", "x": [7], "y": [0.0]}]})
+    one = build_chart({"lines": [{"name": "a", "x": [7], "y": [0.0]}]})
     assert len(one.lines[0].markers) == 1 and one.x_ticks
-    nothing = charts.build_chart({"title": "t", "lines": [{"name": "a", "x": [1], "y": [None]}]})
+    nothing = build_chart({"title": "t", "lines": [{"name": "a", "x": [1], "y": [None]}]})
     assert nothing.note == "no data" and nothing.y_ticks == [] and nothing.lines[0].empty
-    assert charts.build_chart({}).note == "no data"
+    assert build_chart({}).note == "no data"
 
 
 def test_chart_categorical_x_and_nice_ticks() -> None:
-    chart = charts.build_chart(
+    chart = build_chart(
         {"lines": [{"name": "d", "x": ["0-1k", "1k-2k", "2k-4k"], "y": [0.1, 0.2, 0.4]}]}
     )
     assert [t.label for t in chart.x_ticks] == ["0-1k", "1k-2k", "2k-4k"]

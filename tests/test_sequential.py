@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from qgate.engine.evaluation import Look
 from qgate.policy.model import EvaluationSettings
 from qgate.results import RunReport, Verdict
-from qgate.scoring.evaluation import Look
 from qgate.sequential import looks
 
 POLICY = """

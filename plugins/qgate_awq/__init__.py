@@ -3,7 +3,8 @@
 An AWQ model is a Hugging Face folder whose ``config.json`` has ``quantization_config`` with
 ``quant_method: awq`` (``bits``, ``group_size``, ``version`` gemm/gemv) and whose linear layers
 are stored as ``.qweight`` / ``.qzeros`` / ``.scales``. transformers loads it with gptqmodel's
-kernels; scoring and generation are the hf backend's. Metadata needs neither package.
+kernels; scoring and generation are the shared transformers model's
+(:mod:`qgate_transformers.model`). Metadata needs neither package.
 
 The AWQ kernels are CUDA kernels: on a machine without a GPU the model is loaded on the CPU
 through gptqmodel's torch kernel (slow, and a warning says so); ``extra.device: cpu`` asks
@@ -13,7 +14,6 @@ for that on purpose.
 from __future__ import annotations
 
 import importlib.util
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
 from qgate.errors import BackendError, MissingExtraError
 from qgate.hookspecs import hookimpl
 from qgate.progress import Progress
-from qgate_hf.folder import DTYPE_BITS, HFFolder, base_info, detected_quantization, read_folder
-from qgate_hf.model import HFModel, import_torch, import_transformers
+from qgate_transformers.folder import HFFolder, base_info, folder_quantization, read_folder
+from qgate_transformers.model import TransformersModel
+from qgate_transformers.quantized import quantized_sizes
+from qgate_transformers.runtime import import_torch, import_transformers
 
 #: tensors of one AWQ-quantized linear layer
 AWQ_SUFFIXES = ("qweight", "qzeros", "scales", "bias")
@@ -47,40 +49,23 @@ def awq_settings(folder: HFFolder) -> tuple[int, int | None, str | None]:
 
 
 def awq_info(folder: HFFolder) -> ModelInfo:
+    """Bits per weight from the tensors: a layer's ``qweight`` packs ``32 // bits`` weights per
+    int32, and the layer costs all its tensors' bytes (zeros and scales included)."""
     bits, group, version = awq_settings(folder)
-    modules: dict[str, set[str]] = defaultdict(set)
-    for name in folder.tensors:
-        prefix, _, suffix = name.rpartition(".")
-        modules[prefix].add(suffix)
-    quantized = {p for p, parts in modules.items() if "qweight" in parts}
-    per_int32 = 32 // bits
     label = f"AWQ_W{bits}" + (f"_G{group}" if group else "")
-    by_name: dict[str, str] = {}
-    elements = total_bits = q_elements = q_bits = 0
-    for prefix in quantized:
-        n = folder.tensors[f"{prefix}.qweight"].n_elements * per_int32
-        module_bits = sum(
-            folder.tensors[f"{prefix}.{s}"].n_bytes * 8
-            for s in AWQ_SUFFIXES
-            if f"{prefix}.{s}" in folder.tensors
-        )
-        q_elements += n
-        q_bits += module_bits
-        by_name[f"{prefix}.weight"] = label
-    for tensor in folder.tensors.values():
-        prefix, _, suffix = tensor.name.rpartition(".")
-        if prefix in quantized and suffix in AWQ_SUFFIXES:
-            continue
-        elements += tensor.n_elements
-        total_bits += tensor.n_elements * DTYPE_BITS[tensor.dtype]
-        by_name[tensor.name] = tensor.dtype
-    total = elements + q_elements
+    sizes = quantized_sizes(
+        folder,
+        marker="qweight",
+        suffixes=AWQ_SUFFIXES,
+        weights_of=lambda prefix: folder.tensors[f"{prefix}.qweight"].n_elements * (32 // bits),
+        type_of=lambda stored, n: label,
+    )
     info = base_info(
         folder,
         fmt="awq",
-        parameter_count=total,
-        bits_per_weight=round((total_bits + q_bits) / total, 4) if total else None,
-        tensor_type_by_name=by_name,
+        parameter_count=sizes.parameter_count,
+        bits_per_weight=sizes.bits_per_weight,
+        tensor_type_by_name=sizes.tensor_type_by_name,
         file_type=label,
     )
     info.extra.update(
@@ -89,8 +74,8 @@ def awq_info(folder: HFFolder) -> ModelInfo:
             "awq_group_size": group,
             "awq_version": version,
             "awq_zero_point": (folder.quantization_config or {}).get("zero_point"),
-            "awq_linear_bits_per_weight": round(q_bits / q_elements, 4) if q_elements else None,
-            "awq_quantized_layers": len(quantized),
+            "awq_linear_bits_per_weight": sizes.linear_bits_per_weight,
+            "awq_quantized_layers": sizes.layers,
         }
     )
     return info
@@ -101,13 +86,13 @@ def awq_info(folder: HFFolder) -> ModelInfo:
 GPU_KERNEL = "gemm_triton"
 
 
-class AWQModel(HFModel):
-    """The hf backend's model, loaded through transformers' AWQ integration (gptqmodel)."""
+class AWQModel(TransformersModel):
+    """The transformers model, loaded through transformers' AWQ integration (gptqmodel)."""
 
     backend_name = "awq"
     extra_name = "awq"
 
-    def __init__(self, path: Path, info: ModelInfo, options: BackendOptions, **kw: Any):
+    def __init__(self, info: ModelInfo, options: BackendOptions, **kw: Any):
         torch = import_torch("awq", "awq")
         if importlib.util.find_spec("gptqmodel") is None:
             raise MissingExtraError("awq", "awq", "gptqmodel")
@@ -117,7 +102,7 @@ class AWQModel(HFModel):
                 "warning: no CUDA GPU: loading the AWQ model on the CPU through gptqmodel's "
                 "torch kernel (slow; the AWQ GPU kernels need CUDA)"
             )
-        super().__init__(path, info, options, **kw)
+        super().__init__(info, options, **kw)
 
     def _load_kwargs(self) -> dict[str, Any]:
         kwargs = {**super()._load_kwargs(), "device_map": self.device}
@@ -136,8 +121,9 @@ class AWQBackend(Backend):
     )
     extra = "awq"
 
-    def detect(self, path: Path) -> bool:
-        return detected_quantization(path) == "awq"
+    def detect(self, path: Path) -> float:
+        """Certain when config.json's quantization_config says awq, else 0."""
+        return 1.0 if folder_quantization(path) == "awq" else 0.0
 
     def inspect(self, path: Path) -> ModelInfo:
         folder = read_folder(path)
@@ -151,7 +137,7 @@ class AWQBackend(Backend):
         return awq_info(folder)
 
     def load(self, path: Path, options: BackendOptions) -> LoadedModel:
-        return AWQModel(path, self.inspect(path), options)
+        return AWQModel(self.inspect(path), options)
 
 
 @hookimpl

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from qgate.check import CheckContext
-from qgate.results import Interval
-from qgate.scoring.evaluation import PairedScores
-from qgate.stats import bootstrap_interval
+from qgate.scoring.paired import PairedScores
 
 
 def select_domains(ctx: CheckContext, domains: list[str] | None) -> list[PairedScores]:
@@ -32,20 +28,6 @@ def pooled(scores: list[PairedScores]) -> PairedScores:
         kld=np.concatenate([s.kld for s in scores]),
         ref_top1=np.concatenate([s.ref_top1 for s in scores]),
         sub_top1=np.concatenate([s.sub_top1 for s in scores]),
-    )
-
-
-def chunk_interval(
-    ctx: CheckContext, scores: PairedScores, statistic: Callable[[np.ndarray], float]
-) -> Interval | None:
-    """Bootstrap interval of ``statistic(chunk_indices)`` with the policy's settings."""
-    settings = ctx.policy.evaluation
-    return bootstrap_interval(
-        scores.n_chunks,
-        statistic,
-        resamples=settings.bootstrap,
-        confidence=ctx.confidence,
-        seed=settings.seed,
     )
 
 

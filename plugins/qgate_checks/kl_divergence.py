@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from qgate.check import Check, CheckContext
+from qgate.figures import KLD_MEAN, Table
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.results import CheckResult, Comparison
-from qgate.scoring.evaluation import PairedScores
-from qgate_checks._common import chunk_interval, pooled, select_domains, token_rows
+from qgate.scoring.paired import PairedScores
+from qgate_checks._common import pooled, select_domains, token_rows
 
 
 @dataclass
@@ -52,15 +53,15 @@ STATISTICS: list[tuple[str, str, Statistic, Comparison]] = [
 ]
 
 
-class KLDivergenceCheck(Check):
+class KLDivergenceCheck(Check[KLDivergenceOptions]):
     name = "kl-divergence"
     description = "KL divergence (mean, median, p99, p99.9) and top-1 agreement vs the reference"
     Options = KLDivergenceOptions
     needs_reference = True
     sequential = True
 
-    def run(self, ctx: CheckContext) -> list[CheckResult]:
-        options: KLDivergenceOptions = ctx.options
+    def run(self, ctx: CheckContext[KLDivergenceOptions]) -> list[CheckResult]:
+        options = ctx.options
         domains = select_domains(ctx, options.domains)
         if not domains:
             return [ctx.skip(f"no dataset domain matches {options.domains}")]
@@ -71,7 +72,7 @@ class KLDivergenceCheck(Check):
         judged = thresholded or STATISTICS[:1]  # nothing to judge: report the mean
         for metric, option_name, statistic, comparison in judged:
             value = statistic(scores, everything)
-            interval = chunk_interval(ctx, scores, _over_chunks(statistic, scores))
+            interval = ctx.bootstrap(scores.n_chunks, _over_chunks(statistic, scores))
             unit = "%" if metric == "top1_agreement" else ""
             results.append(
                 ctx.result(
@@ -83,6 +84,8 @@ class KLDivergenceCheck(Check):
                     unit=unit,
                 )
             )
+        # the mean is the ladder's quality figure, judged or not
+        results[0].headlines[KLD_MEAN.key] = float(scores.kld.mean())
         table_rows = []
         for s in domains:
             rows = np.arange(len(s.kld))
@@ -93,21 +96,10 @@ class KLDivergenceCheck(Check):
                     for m, _, f, _ in STATISTICS
                 ]
             )
-        results[0].details["tables"] = [
-            {
-                "title": "KL divergence by domain (nats)",
-                "columns": [
-                    "domain",
-                    "tokens",
-                    "mean",
-                    "median",
-                    "p99",
-                    "p99.9",
-                    "top-1 agreement",
-                ],
-                "rows": table_rows,
-            }
-        ]
+        columns = ["domain", "tokens", "mean", "median", "p99", "p99.9", "top-1 agreement"]
+        results[0].figures.tables.append(
+            Table("KL divergence by domain (nats)", columns, table_rows)
+        )
         return results
 
 

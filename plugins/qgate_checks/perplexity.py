@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from qgate.check import Check, CheckContext
+from qgate.figures import PPL_DELTA, Table
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.results import CheckResult, Comparison
-from qgate_checks._common import chunk_interval, pooled, select_domains
+from qgate_checks._common import pooled, select_domains
 
 
 @dataclass
@@ -32,15 +33,15 @@ class PerplexityOptions:
     domains: list[str] | None = option(None, "only these dataset domains (default: all)")
 
 
-class PerplexityCheck(Check):
+class PerplexityCheck(Check[PerplexityOptions]):
     name = "perplexity"
     description = "relative perplexity rise vs the reference, with a paired bootstrap interval"
     Options = PerplexityOptions
     needs_reference = True
     sequential = True
 
-    def run(self, ctx: CheckContext) -> list[CheckResult]:
-        options: PerplexityOptions = ctx.options
+    def run(self, ctx: CheckContext[PerplexityOptions]) -> list[CheckResult]:
+        options = ctx.options
         scores = select_domains(ctx, options.domains)
         if not scores:
             return [ctx.skip(f"no dataset domain matches {options.domains}")]
@@ -53,7 +54,7 @@ class PerplexityCheck(Check):
             ppl_ref = float(np.exp(ref_nll.mean()))
             ppl_sub = float(np.exp(sub_nll.mean()))
             delta = ppl_sub / ppl_ref - 1.0
-            interval = chunk_interval(ctx, s, _ppl_delta_of(sub_nll, ref_nll))
+            interval = ctx.bootstrap(s.n_chunks, _ppl_delta_of(sub_nll, ref_nll))
             overall = s.domain == "all" or len(scores) == 1
             metric = "ppl_delta" if overall else f"ppl_delta[{s.domain}]"
             threshold = (
@@ -91,23 +92,12 @@ class PerplexityCheck(Check):
                         "chunks": s.n_chunks,
                         "tokens": len(s.chunk),
                     },
+                    headlines={PPL_DELTA.key: delta} if overall else None,
                 )
             )
-        results[0].details["tables"] = [
-            {
-                "title": "Perplexity by domain",
-                "columns": [
-                    "domain",
-                    "chunks",
-                    "tokens",
-                    "PPL reference",
-                    "PPL subject",
-                    "delta",
-                    f"{ctx.confidence * 100:g}% interval",
-                ],
-                "rows": rows,
-            }
-        ]
+        columns = ["domain", "chunks", "tokens", "PPL reference", "PPL subject", "delta"]
+        columns.append(f"{ctx.confidence * 100:g}% interval")
+        results[0].figures.tables.append(Table("Perplexity by domain", columns, rows))
         return results
 
 

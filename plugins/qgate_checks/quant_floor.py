@@ -32,13 +32,13 @@ class QuantFloorOptions:
     )
 
 
-class QuantFloorCheck(Check):
+class QuantFloorCheck(Check[QuantFloorOptions]):
     name = "quant-floor"
     description = "static floors: bits per weight, forbidden tensor types, KV cache type"
     Options = QuantFloorOptions
 
-    def run(self, ctx: CheckContext) -> list[CheckResult]:
-        options: QuantFloorOptions = ctx.options
+    def run(self, ctx: CheckContext[QuantFloorOptions]) -> list[CheckResult]:
+        options = ctx.options
         info = ctx.subject.info
         results = []
         if options.min_bits_per_weight is not None:
@@ -82,7 +82,9 @@ class QuantFloorCheck(Check):
             return [ctx.skip("no floors configured")]
         return results
 
-    def _kv_cache(self, ctx: CheckContext, options: QuantFloorOptions) -> CheckResult:
+    def _kv_cache(
+        self, ctx: CheckContext[QuantFloorOptions], options: QuantFloorOptions
+    ) -> CheckResult:
         assert options.min_kv_cache is not None
         floor = KV_CACHE_BITS.get(options.min_kv_cache)
         if floor is None:
@@ -91,7 +93,7 @@ class QuantFloorCheck(Check):
                 key_path=f"checks[{ctx.spec.key}].options.min_kv_cache",
             )
         applicable = [
-            (kv, n) for kv, n in kv_configurations(ctx) if n > options.kv_cache_above_context
+            (kv, n) for kv, n in ctx.kv_cache_configurations() if n > options.kv_cache_above_context
         ]
         if not applicable:
             return ctx.skip(
@@ -108,19 +110,6 @@ class QuantFloorCheck(Check):
             comparison=Comparison.GE,
             message=f"least precise KV cache {kv} at context {n_ctx} (runs: {listed}); floor {options.min_kv_cache}",
         )
-
-
-def kv_configurations(ctx: CheckContext) -> list[tuple[str, int]]:
-    """Every (KV cache type, context) this run uses: the backend's, plus those of any check in
-    the policy that runs the model at its own context (options named ``kv_cache``, a list, and
-    ``context``, an integer, as ``long-context`` has)."""
-    configs: list[tuple[str, int]] = [(ctx.subject.options.kv_cache, ctx.subject.options.n_ctx)]
-    for spec in ctx.policy.checks:
-        options = ctx.policy.check_options.get(spec.key)
-        kv_types, context = getattr(options, "kv_cache", None), getattr(options, "context", None)
-        if isinstance(kv_types, list) and isinstance(context, int):
-            configs += [(str(kv), context) for kv in kv_types]
-    return configs
 
 
 @hookimpl

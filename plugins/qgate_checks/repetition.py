@@ -11,19 +11,17 @@ itself collapses on most prompts the report says the signal is weak.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from qgate.backend import Generation, GenerationSettings
+from qgate.backend import Generation, GenerationRequest, GenerationSettings
 from qgate.chat import format_prompt
 from qgate.check import Check, CheckContext
-from qgate.generation import GenerationRequest
+from qgate.figures import Sample, Table
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.prompts import Prompt, load_prompt_set
 from qgate.results import CheckResult, Comparison
-from qgate.stats import bootstrap_interval
 from qgate_checks.degeneration import COLLAPSED, LABELS, OutputStats, analyse
 
 
@@ -49,7 +47,7 @@ class RepetitionOptions:
     samples_in_report: int = option(4, "worst outputs shown side by side in the report", minimum=0)
 
 
-class RepetitionCheck(Check):
+class RepetitionCheck(Check[RepetitionOptions]):
     name = "repetition"
     description = (
         "collapse rate (loops, degenerate text, runaway budgets, unclosed <think>) vs the reference"
@@ -57,8 +55,8 @@ class RepetitionCheck(Check):
     Options = RepetitionOptions
     needs_reference = True
 
-    def run(self, ctx: CheckContext) -> list[CheckResult]:
-        options: RepetitionOptions = ctx.options
+    def run(self, ctx: CheckContext[RepetitionOptions]) -> list[CheckResult]:
+        options = ctx.options
         assert ctx.reference is not None
         prompt_set = load_prompt_set(options.prompts)
         decodings = [GenerationSettings(max_tokens=options.max_tokens)] + [
@@ -89,14 +87,7 @@ class RepetitionCheck(Check):
         sub = np.array([s.label in COLLAPSED for s in runs["subject"]], dtype=float)
         ref = np.array([s.label in COLLAPSED for s in runs["reference"]], dtype=float)
         increase = float(sub.mean() - ref.mean())
-        settings = ctx.policy.evaluation
-        interval = bootstrap_interval(
-            len(items),
-            lambda idx: float(sub[idx].mean() - ref[idx].mean()),
-            resamples=settings.bootstrap,
-            confidence=settings.confidence,
-            seed=settings.seed,
-        )
+        interval = ctx.bootstrap(len(items), lambda idx: float(sub[idx].mean() - ref[idx].mean()))
         worst = _worst(items, runs, outputs)
         message = (
             f"collapse rate {sub.mean():.0%} vs reference {ref.mean():.0%} on {len(items)} outputs "
@@ -105,7 +96,7 @@ class RepetitionCheck(Check):
         if ref.mean() > options.weak_reference:
             message += f"; weak signal: the reference itself collapses on {ref.mean():.0%}"
         if worst:
-            message += f"; worst prompt: {worst[0]['prompt_id']}"
+            message += f"; worst prompt: {worst[0][0]}"
         return [
             ctx.result(
                 "collapse_increase",
@@ -121,17 +112,14 @@ class RepetitionCheck(Check):
                     "prompt_set": prompt_set.name,
                     "prompt_set_sha256": prompt_set.digest,
                     "notes": sorted(notes),
-                    "tables": [_label_table(runs)],
-                    "samples": [
-                        {k: v for k, v in w.items() if k != "prompt_id"}
-                        for w in worst[: options.samples_in_report]
-                    ],
                 },
+                tables=[_label_table(runs)],
+                samples=[sample for _, sample in worst[: options.samples_in_report]],
             )
         ]
 
 
-def _label_table(runs: dict[str, list[OutputStats]]) -> dict[str, Any]:
+def _label_table(runs: dict[str, list[OutputStats]]) -> Table:
     rows = []
     for role in ("reference", "subject"):
         stats = runs[role]
@@ -144,47 +132,34 @@ def _label_table(runs: dict[str, list[OutputStats]]) -> dict[str, Any]:
                 f"{np.mean([s.compression_ratio for s in stats]):.3f}",
             ]
         )
-    return {
-        "title": "Output labels",
-        "columns": ["model", *LABELS, "repeated 4-grams", "zlib ratio"],
-        "rows": rows,
-    }
+    return Table("Output labels", ["model", *LABELS, "repeated 4-grams", "zlib ratio"], rows)
 
 
 def _worst(
     items: list[tuple[Prompt, GenerationSettings]],
     runs: dict[str, list[OutputStats]],
     outputs: dict[str, list[Generation]],
-) -> list[dict[str, Any]]:
-    """Prompts where the subject collapsed and the reference did not, worst loop first."""
-    picked: list[tuple[int, dict[str, Any]]] = []
+) -> list[tuple[str, Sample]]:
+    """(prompt id, sample) where the subject collapsed and the reference did not, worst loop
+    first."""
+    picked: list[tuple[int, str, Sample]] = []
     for i, (prompt, decoding) in enumerate(items):
         sub, ref = runs["subject"][i], runs["reference"][i]
         if sub.label not in COLLAPSED or ref.label in COLLAPSED:
             continue
         text = outputs["subject"][i].text
         span = (
-            [sub.loop_start, sub.loop_start + sub.loop_period + sub.loop_chars]
+            (sub.loop_start, sub.loop_start + sub.loop_period + sub.loop_chars)
             if sub.label == "looping"
             else None
         )
         severity = sub.loop_chars + 1000 * (sub.label == "degenerate")
-        picked.append(
-            (
-                severity,
-                {
-                    "prompt_id": prompt.id,
-                    "prompt": prompt.prompt,
-                    "subject": text,
-                    "reference": outputs["reference"][i].text,
-                    "subject_highlight": span,
-                    "note": f"{prompt.id}: subject {sub.label}, reference {ref.label}"
-                    + (f", seed {decoding.seed}" if decoding.temperature > 0 else ", greedy"),
-                },
-            )
-        )
+        note = f"{prompt.id}: subject {sub.label}, reference {ref.label}"
+        note += f", seed {decoding.seed}" if decoding.temperature > 0 else ", greedy"
+        sample = Sample(prompt.prompt, text, outputs["reference"][i].text, note, span)
+        picked.append((severity, prompt.id, sample))
     picked.sort(key=lambda item: -item[0])
-    return [sample for _, sample in picked]
+    return [(prompt_id, sample) for _, prompt_id, sample in picked]
 
 
 @hookimpl

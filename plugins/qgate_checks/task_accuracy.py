@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qgate.backend import GenerationSettings
+from qgate.backend import GenerationRequest, GenerationSettings
 from qgate.check import Check, CheckContext
 from qgate.errors import PolicyError
-from qgate.generation import GenerationRequest
+from qgate.figures import Sample, Table
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.results import CheckResult, Comparison, SkipCause
-from qgate.stats import bootstrap_interval
 from qgate_checks.tasks import TIERS, extract_answer, few_shot_prompt, make_tasks
 
 
@@ -44,7 +43,7 @@ class TaskAccuracyOptions:
     max_tokens: int = option(24, "answer budget in tokens", minimum=2)
 
 
-class TaskAccuracyCheck(Check):
+class TaskAccuracyCheck(Check[TaskAccuracyOptions]):
     name = "task-accuracy"
     description = (
         "exact-match accuracy per difficulty tier (one-step ... long chains) vs the reference"
@@ -52,8 +51,8 @@ class TaskAccuracyCheck(Check):
     Options = TaskAccuracyOptions
     needs_reference = True
 
-    def run(self, ctx: CheckContext) -> list[CheckResult]:
-        options: TaskAccuracyOptions = ctx.options
+    def run(self, ctx: CheckContext[TaskAccuracyOptions]) -> list[CheckResult]:
+        options = ctx.options
         assert ctx.reference is not None
         unknown = sorted(set(options.tiers) - set(TIERS)) + sorted(
             set(options.max_drop) - set(TIERS)
@@ -79,17 +78,13 @@ class TaskAccuracyCheck(Check):
                 [a == t.answer for a, t in zip(answers[role], tasks, strict=True)], dtype=float
             )
         results, rows = [], []
-        evaluation = ctx.policy.evaluation
         for tier in options.tiers:
             idx = np.array([i for i, t in enumerate(tasks) if t.tier == tier])
             sub, ref = correct["subject"][idx], correct["reference"][idx]
             drop = float(ref.mean() - sub.mean())
-            interval = bootstrap_interval(
+            interval = ctx.bootstrap(
                 len(idx),
                 lambda i, s=sub, r=ref: float(r[i].mean() - s[i].mean()),  # type: ignore[misc]
-                resamples=evaluation.bootstrap,
-                confidence=evaluation.confidence,
-                seed=evaluation.seed,
             )
             rows.append(
                 [tier, len(idx), f"{ref.mean():.0%}", f"{sub.mean():.0%}", f"{drop * 100:+.0f} pts"]
@@ -121,23 +116,18 @@ class TaskAccuracyCheck(Check):
                 )
             )
         missed = [
-            {
-                "prompt": tasks[i].question,
-                "subject": str(answers["subject"][i]),
-                "reference": str(answers["reference"][i]),
-                "note": f"{tasks[i].tier}: expected {tasks[i].answer}",
-            }
+            Sample(
+                prompt=tasks[i].question,
+                subject=str(answers["subject"][i]),
+                reference=str(answers["reference"][i]),
+                note=f"{tasks[i].tier}: expected {tasks[i].answer}",
+            )
             for i in range(len(tasks))
             if correct["reference"][i] and not correct["subject"][i]
         ][:4]
-        results[0].details["tables"] = [
-            {
-                "title": "Accuracy by tier",
-                "columns": ["tier", "tasks", "reference", "subject", "drop"],
-                "rows": rows,
-            }
-        ]
-        results[0].details["samples"] = missed
+        columns = ["tier", "tasks", "reference", "subject", "drop"]
+        results[0].figures.tables.append(Table("Accuracy by tier", columns, rows))
+        results[0].figures.samples.extend(missed)
         return results
 
 

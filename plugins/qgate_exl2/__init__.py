@@ -9,21 +9,24 @@ and the static checks work on any machine; loading needs exllamav2 and a CUDA GP
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
 from qgate.errors import BackendError
 from qgate.hookspecs import hookimpl
-from qgate_hf.folder import (
-    DTYPE_BITS,
+from qgate_transformers.folder import (
     HFFolder,
     base_info,
-    detected_quantization,
+    first_weights_header,
+    folder_quantization,
     read_folder,
-    read_safetensors_header,
 )
+from qgate_transformers.quantized import quantized_sizes
+
+#: how sure the exl2 backend is of a folder whose config names no quantization but whose tensors
+#: are EXL2's (older converters wrote no quantization_config): a marker, but not a statement
+TENSOR_NAMES = 0.9
 
 #: tensors of one quantized EXL2 linear layer
 EXL2_SUFFIXES = ("q_weight", "q_scale", "q_scale_max", "q_groups", "q_invperm", "q_perm", "bias")
@@ -39,17 +42,8 @@ def has_exl2_tensors(names: Iterable[str]) -> bool:
 def exl2_info(folder: HFFolder) -> ModelInfo:
     """Bits per weight from the tensors: a quantized linear layer of ``in x out`` weights
     (``q_invperm`` has ``in`` entries, ``q_weight`` ``out`` columns) costs all its tensors' bytes."""
-    modules: dict[str, dict[str, int]] = defaultdict(dict)
-    for name in folder.tensors:
-        prefix, _, suffix = name.rpartition(".")
-        modules[prefix][suffix] = 1
-    quantized = {p for p, parts in modules.items() if "q_weight" in parts}
-    elements = 0
-    bits = 0
-    q_elements = 0
-    q_bits = 0
-    by_name: dict[str, str] = {}
-    for prefix in quantized:
+
+    def weights_of(prefix: str) -> int:
         q_weight = folder.tensors[f"{prefix}.q_weight"]
         perm = folder.tensors.get(f"{prefix}.q_invperm") or folder.tensors.get(f"{prefix}.q_perm")
         if perm is None or len(q_weight.shape) != 2:
@@ -57,31 +51,23 @@ def exl2_info(folder: HFFolder) -> ModelInfo:
                 f"{folder.path}: EXL2 layer {prefix!r} has no q_invperm/q_perm or a malformed "
                 "q_weight: cannot tell its size"
             )
-        n = perm.n_elements * q_weight.shape[1]
-        module_bits = sum(
-            folder.tensors[f"{prefix}.{s}"].n_bytes * 8
-            for s in EXL2_SUFFIXES
-            if f"{prefix}.{s}" in folder.tensors
-        )
-        q_elements += n
-        q_bits += module_bits
-        by_name[f"{prefix}.weight"] = f"EXL2_{module_bits / n:.1f}" if n else "EXL2"
-    for tensor in folder.tensors.values():
-        prefix, _, suffix = tensor.name.rpartition(".")
-        if prefix in quantized and suffix in EXL2_SUFFIXES:
-            continue
-        elements += tensor.n_elements
-        bits += tensor.n_elements * DTYPE_BITS[tensor.dtype]
-        by_name[tensor.name] = tensor.dtype
-    total = elements + q_elements
+        return perm.n_elements * q_weight.shape[1]
+
+    sizes = quantized_sizes(
+        folder,
+        marker="q_weight",
+        suffixes=EXL2_SUFFIXES,
+        weights_of=weights_of,
+        type_of=lambda bits, n: f"EXL2_{bits / n:.1f}" if n else "EXL2",
+    )
     qcfg = folder.quantization_config or {}
     target = qcfg.get("bits")
     info = base_info(
         folder,
         fmt="exl2",
-        parameter_count=total,
-        bits_per_weight=round((bits + q_bits) / total, 4) if total else None,
-        tensor_type_by_name=by_name,
+        parameter_count=sizes.parameter_count,
+        bits_per_weight=sizes.bits_per_weight,
+        tensor_type_by_name=sizes.tensor_type_by_name,
         file_type=f"EXL2_{float(target):g}bpw" if isinstance(target, (int, float)) else "EXL2",
     )
     info.extra.update(
@@ -90,8 +76,8 @@ def exl2_info(folder: HFFolder) -> ModelInfo:
             "exl2_head_bits": qcfg.get("head_bits"),
             "exl2_calibration": qcfg.get("calibration"),
             "exl2_version": qcfg.get("version"),
-            "exl2_linear_bits_per_weight": round(q_bits / q_elements, 4) if q_elements else None,
-            "exl2_quantized_layers": len(quantized),
+            "exl2_linear_bits_per_weight": sizes.linear_bits_per_weight,
+            "exl2_quantized_layers": sizes.layers,
         }
     )
     return info
@@ -105,15 +91,16 @@ class EXL2Backend(Backend):
     )
     extra = "exl2"
 
-    def detect(self, path: Path) -> bool:
-        method = detected_quantization(path)
-        if method != "":  # not a folder (None), or a config that names its method
-            return method == "exl2"
-        try:  # no quantization_config: EXL2 tensor names in the weights decide
-            first = sorted(path.glob("*.safetensors"))[0]
-            return has_exl2_tensors(read_safetensors_header(first))
-        except (OSError, ValueError, BackendError, IndexError):
-            return False
+    def detect(self, path: Path) -> float:
+        """Certain when config.json says exl2; :data:`TENSOR_NAMES` when it names no
+        quantization and the weights hold EXL2 tensors; 0 otherwise."""
+        method = folder_quantization(path)
+        if method == "exl2":
+            return 1.0
+        if method != "":  # not a folder (None), or a config that names another method
+            return 0.0
+        header = first_weights_header(path)
+        return TENSOR_NAMES if header is not None and has_exl2_tensors(header) else 0.0
 
     def inspect(self, path: Path) -> ModelInfo:
         folder = read_folder(path)
@@ -129,7 +116,7 @@ class EXL2Backend(Backend):
     def load(self, path: Path, options: BackendOptions) -> LoadedModel:
         from qgate_exl2.model import EXL2Model
 
-        return EXL2Model(path, self.inspect(path), options)
+        return EXL2Model(self.inspect(path), options)
 
 
 @hookimpl

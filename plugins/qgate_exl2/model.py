@@ -2,14 +2,15 @@
 
 Scoring feeds the chunk through ``model.forward`` with the KV cache (so a quantized cache is
 what the later tokens of the chunk attend to), piece by piece, and keeps logits only for the
-pieces that hold scored positions; rows are then selected and reduced on the GPU by
-:func:`qgate_hf.scoring.summarize_tensor` (a reference pass draws its tail samples on the host,
-with the same token-seeded sampler as the other backends).
-Tokenization uses the folder's own tokenizer through transformers, exactly as the hf backend
-does, so an EXL2 quant and its Hugging Face reference tokenize text identically.
+pieces that hold scored positions; the shared skeleton (:mod:`qgate.scoring.sequence`) then
+reduces the scored rows on the GPU with :func:`qgate_transformers.reduction.summarize_tensor` (a
+reference pass draws its tail samples on the host, with the same token-seeded sampler as the
+other backends). Tokenization uses the folder's own tokenizer through transformers, exactly as
+the hf backend does, so an EXL2 quant and its Hugging Face reference tokenize text identically.
 
-The quantized caches (``ExLlamaV2Cache_Q8/Q6/Q4``) are created before ``load_autosplit`` at
-load time, and with ``lazy=False`` after loading by :meth:`EXL2Model.reconfigure` (DESIGN.md).
+The caches (``ExLlamaV2Cache``, ``_Q8/_Q6/_Q4``) are created lazily before ``load_autosplit`` at
+load time, which allocates them alongside the weights; a cache made after loading by
+:meth:`EXL2Model.reconfigure` has no autosplit to allocate it, so it is made with ``lazy=False``.
 """
 
 from __future__ import annotations
@@ -17,40 +18,20 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qgate.backend import (
-    BackendOptions,
-    Generation,
-    GenerationSettings,
-    LoadedModel,
-    ModelInfo,
-    TokenScores,
-)
+from qgate.backend import BackendOptions, ModelInfo
 from qgate.errors import BackendError, MissingExtraError, UnsupportedKVCache
 from qgate.progress import Progress
-from qgate.scoring.logits import (
-    generate_tokens,
-    generation_budget,
-    merge_scores,
-    scored_positions,
-    tail_rng,
-)
-from qgate_hf.model import (
-    eos_ids,
-    first_line,
-    hf_detokenize,
-    hf_tokenize,
-    import_torch,
-    load_tokenizer,
-)
-from qgate_hf.scoring import summarize_tensor
+from qgate.scoring.sequence import LogitsBatch, Summarizer
+from qgate_transformers.reduction import summarize_tensor
+from qgate_transformers.runtime import first_line, import_torch
+from qgate_transformers.tokenizer import HFTokenizedModel, eos_ids, load_tokenizer
 
 #: qgate's KV cache type -> exllamav2's cache class
 CACHE_CLASSES = {
@@ -87,19 +68,14 @@ def import_exllamav2() -> Any:
     return exllamav2
 
 
-class EXL2Model(LoadedModel):
+class EXL2Model(HFTokenizedModel):
     _config: Any
     _model: Any
     _tok: Any
     _cache: Any
 
     def __init__(
-        self,
-        path: Path,
-        info: ModelInfo,
-        options: BackendOptions,
-        *,
-        parent: EXL2Model | None = None,
+        self, info: ModelInfo, options: BackendOptions, *, parent: EXL2Model | None = None
     ):
         if options.kv_cache not in CACHE_CLASSES:
             raise UnsupportedKVCache(
@@ -108,7 +84,7 @@ class EXL2Model(LoadedModel):
             )
         self._exl = import_exllamav2()
         self._torch = import_torch("exl2", "exl2")
-        self.path = path
+        self.path = path = Path(info.path)
         self.info = info
         self.options = options
         self.n_ctx = options.n_ctx
@@ -145,19 +121,7 @@ class EXL2Model(LoadedModel):
         self._piece = min(
             options.batch_size or _DEFAULT_PIECE, self.n_ctx, int(self._config.max_input_len)
         )
-        self._eos = eos_ids(self._tok) | _config_eos(self._config)
-
-    # -- tokens -----------------------------------------------------------------------------
-    @property
-    def bos_token(self) -> int | None:
-        bos = self._tok.bos_token_id
-        return int(bos) if bos is not None else None
-
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        return hf_tokenize(self._tok, text, add_bos=add_bos)
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return hf_detokenize(self._tok, tokens)
+        self._eos = eos_ids(self._tok, self._config)  # the tokenizer's and the config's
 
     # -- forward passes ---------------------------------------------------------------------
     def _forward(self, tokens: Sequence[int], *, logits: bool) -> Any:
@@ -169,25 +133,13 @@ class EXL2Model(LoadedModel):
                 return None
             return self._model.forward(ids, self._cache)[0]
 
-    def score(
-        self,
-        tokens: Sequence[int],
-        *,
-        start: int,
-        top_k: int,
-        gather: np.ndarray | None = None,
-        tail_samples: int = 0,
-        positions: Sequence[int] | None = None,
-    ) -> TokenScores:
-        n = len(tokens)
-        scored = scored_positions(n, self.n_ctx, start, positions)
-        token_array = np.asarray(tokens, dtype=np.int64)
-        rng = tail_rng(token_array)
+    def scored_logits(
+        self, tokens: Sequence[int], scored: np.ndarray
+    ) -> Iterator[list[LogitsBatch]]:
+        """The chunk through the cache piece by piece; logits only for pieces with scored rows."""
         need = scored - 1  # logits at p predict token p + 1
         self._cache.current_seq_len = 0
-        parts: list[TokenScores] = []
-        done = 0  # scored rows reduced so far
-        for offset in range(0, n, self._piece):
+        for offset in range(0, len(tokens), self._piece):
             piece = tokens[offset : offset + self._piece]
             lo = int(np.searchsorted(need, offset))
             hi = int(np.searchsorted(need, offset + len(piece)))
@@ -196,34 +148,21 @@ class EXL2Model(LoadedModel):
                 continue
             logits = self._forward(piece, logits=True)
             rows = self._torch.as_tensor(need[lo:hi] - offset, device=logits.device)
-            parts.append(
-                summarize_tensor(
-                    logits[rows],
-                    token_array,
-                    scored[lo:hi],
-                    top_k=top_k,
-                    gather=None if gather is None else gather[lo:hi],
-                    tail_samples=tail_samples,
-                    rng=rng,
-                )
-            )
-            done = hi
-        assert done == len(scored)
-        return merge_scores(
-            parts,
-            positions=scored if positions is not None else None,
-            with_gathered=gather is not None,
-        )
+            yield [(scored[lo:hi], logits[rows])]
+
+    def summarizer(self) -> Summarizer:
+        return summarize_tensor
 
     def reconfigure(self, *, n_ctx: int, kv_cache: str) -> EXL2Model:
         """A new cache (type and size) on the same weights; no second load."""
         options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]
-        return EXL2Model(self.path, self.info, options, parent=self)
+        return EXL2Model(self.info, options, parent=self)
 
-    def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
-        started = time.perf_counter()
-        prompt_tokens = self.tokenize(prompt, add_bos=True)
-        budget = generation_budget(len(prompt_tokens), self.n_ctx, settings)
+    def start_generation(
+        self, prompt_tokens: list[int]
+    ) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
+        """All but the prompt's last token through the cache without logits, piece by piece;
+        the last one, then each new token, with logits."""
         self._cache.current_seq_len = 0
         if len(prompt_tokens) > 1:
             for offset in range(0, len(prompt_tokens) - 1, self._piece):
@@ -233,16 +172,7 @@ class EXL2Model(LoadedModel):
         def next_row(tokens: list[int]) -> np.ndarray:
             return self._forward(tokens, logits=True)[-1].double().cpu().numpy()
 
-        return generate_tokens(
-            next_row(prompt_tokens[-1:]),
-            lambda token: next_row([token]),
-            settings=settings,
-            budget=budget,
-            is_eos=lambda token: token in self._eos,
-            text_of=self.detokenize,
-            prompt_tokens=len(prompt_tokens),
-            started=started,
-        )
+        return next_row(prompt_tokens[-1:]), lambda token: next_row([token])
 
     def close(self) -> None:
         if getattr(self, "_parent", None) is None and getattr(self, "_model", None) is not None:
@@ -250,12 +180,3 @@ class EXL2Model(LoadedModel):
                 self._model.unload()
             self._model = None
         self._cache = None
-
-
-def _config_eos(config: Any) -> set[int]:
-    eos = getattr(config, "eos_token_id", None)
-    if isinstance(eos, int):
-        return {eos}
-    if isinstance(eos, (list, tuple)):
-        return {int(i) for i in eos}
-    return set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
+from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo, TensorReader
 from qgate.errors import BackendError
 from qgate.hookspecs import hookimpl
 from qgate_gguf.metadata import GGUF_MAGIC, read_metadata
@@ -15,14 +15,15 @@ class GGUFBackend(Backend):
     description = "GGUF files through llama-cpp-python (CPU, or GPU with --gpu-layers)"
     extra = "gguf"
 
-    def detect(self, path: Path) -> bool:
+    def detect(self, path: Path) -> float:
+        """Certain for a file that starts with the GGUF magic, else 0."""
         if not path.is_file():
-            return False
+            return 0.0
         try:
             with path.open("rb") as handle:
-                return handle.read(4) == GGUF_MAGIC
+                return 1.0 if handle.read(4) == GGUF_MAGIC else 0.0
         except OSError:
-            return False
+            return 0.0
 
     def inspect(self, path: Path) -> ModelInfo:
         if not path.is_file():
@@ -33,7 +34,16 @@ class GGUFBackend(Backend):
         from qgate_gguf.llama import LlamaCppModel
 
         # Validate the header with qgate's strict reader before llama.cpp parses the file.
-        return LlamaCppModel(path, self.inspect(path), options)
+        return LlamaCppModel(self.inspect(path), options)
+
+    def tensor_reader(self, path: Path) -> TensorReader:
+        """Every tensor of the file, dequantized with the ``gguf`` package (no llama.cpp)."""
+        from qgate_gguf.reader import recent_header
+        from qgate_gguf.weights import GGUFWeights
+
+        if not path.is_file():
+            raise BackendError(f"{path}: not a file")
+        return GGUFWeights(path, recent_header(path))
 
 
 @hookimpl

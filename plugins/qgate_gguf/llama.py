@@ -1,11 +1,12 @@
 """A GGUF model loaded through llama-cpp-python's low-level API.
 
 Scoring fills a ``llama_batch`` and sets ``logits[i]`` only for the positions that are scored:
-the output layer (262k x hidden for Gemma 3) then runs only there, which is what makes this path
-about 1.5x faster than ``Llama(logits_all=True)`` (DESIGN.md). Logits are reduced to top-k and
-gathered log-probabilities block by block, so memory stays flat whatever the vocabulary. With
-the model on a GPU the host-side reduction is what is left: a subject pass (no tail samples)
-then reduces the blocks of one decode call on several threads (``extra.reduce_threads``).
+the output layer (262k x hidden for Gemma 3) then runs only there instead of at every position,
+as ``Llama(logits_all=True)`` would. The shared skeleton (:mod:`qgate.scoring.sequence`) reduces
+the logits to top-k and gathered log-probabilities block by block, so memory stays flat whatever
+the vocabulary. With the model on a GPU the host-side reduction is what is left: a subject pass
+(no tail samples) then reduces the blocks of one decode call on several threads
+(``extra.reduce_threads``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -24,29 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from qgate.backend import (
-    BackendOptions,
-    Generation,
-    GenerationSettings,
-    LoadedModel,
-    ModelInfo,
-    TokenScores,
-)
+from qgate.backend import BackendOptions, Generation, GenerationSettings, ModelInfo
 from qgate.errors import BackendError, CheckError, MissingExtraError, UnsupportedKVCache
-from qgate.scoring.logits import (
-    generate_tokens,
-    generation_budget,
-    merge_scores,
-    scored_positions,
-    summarize_logits,
-    tail_rng,
-)
+from qgate.scoring.logits import generate_tokens, generation_budget
+from qgate.scoring.sequence import BatchMap, BatchScoredModel, LogitsBatch
 
 _ROWS_PER_BLOCK = 64  # logits rows reduced at a time: 64 x 262k floats = 64 MiB for Gemma 3
 # llama.cpp keeps two logits buffers per context, each sized for one decode call's outputs: the
 # output buffer and the output layer's tensor in the compute buffer. At Gemma 3's 262k vocabulary
 # a 512-token call costs 2 x 512 MiB, so by default a call is cut to fit this budget (128 tokens
-# for Gemma 3, 512 for a 32k vocabulary). Measured: no slower per chunk, 266 MiB less per context.
+# for Gemma 3, 512 for a 32k vocabulary): smaller calls are no slower per chunk.
 _LOGITS_BUDGET = 128 << 20
 _MAX_BATCH = 512
 _MIN_BATCH = 32
@@ -144,15 +132,11 @@ def default_batch(n_vocab: int) -> int:
     return batch
 
 
-class LlamaCppModel(LoadedModel):
+class LlamaCppModel(BatchScoredModel):
     def __init__(
-        self,
-        path: Path,
-        info: ModelInfo,
-        options: BackendOptions,
-        *,
-        parent: LlamaCppModel | None = None,
+        self, info: ModelInfo, options: BackendOptions, *, parent: LlamaCppModel | None = None
     ):
+        path = Path(info.path)
         L = import_llama_cpp()
         _initialise(L)
         self._L = L
@@ -268,64 +252,34 @@ class LlamaCppModel(LoadedModel):
         pointer = self._L.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(pointer, shape=(rows, self.n_vocab))
 
-    def score(
-        self,
-        tokens: Sequence[int],
-        *,
-        start: int,
-        top_k: int,
-        gather: np.ndarray | None = None,
-        tail_samples: int = 0,
-        positions: Sequence[int] | None = None,
-    ) -> TokenScores:
+    def scored_logits(
+        self, tokens: Sequence[int], scored: np.ndarray
+    ) -> Iterator[list[LogitsBatch]]:
+        """One group per decode call, cut into blocks of ``_ROWS_PER_BLOCK`` rows: views into
+        llama.cpp's logits buffer, which the next decode call overwrites."""
         n = len(tokens)
-        scored = scored_positions(n, self.n_ctx, start, positions)
         # logits at position p predict token p + 1: the output layer runs only where needed
         need = np.zeros(n, dtype=bool)
         need[scored - 1] = True
         self._clear()
-        token_array = np.asarray(tokens, dtype=np.int64)
-        rng = tail_rng(token_array)
-        parts: list[TokenScores] = []
-        pool = self._reduce_pool() if tail_samples == 0 else None
         for offset in range(0, n, self.n_batch):
             piece = tokens[offset : offset + self.n_batch]
             want = need[offset : offset + len(piece)]
             outputs = self._decode(piece, offset, want.tolist())
             if outputs == 0:
                 continue
-            out_positions = offset + np.flatnonzero(want)  # logits rows, in order
+            predicted = offset + np.flatnonzero(want) + 1  # the positions the rows score
             logits = self._output_logits(outputs)
-            blocks = []
-            for row in range(0, outputs, _ROWS_PER_BLOCK):
-                rows = slice(row, min(row + _ROWS_PER_BLOCK, outputs))
-                targets_at = out_positions[rows] + 1
-                block_gather = (
-                    None if gather is None else gather[np.searchsorted(scored, targets_at)]
-                )
-                blocks.append(
-                    (logits[rows], token_array[targets_at], int(targets_at[0]), block_gather)
-                )
+            yield [
+                (predicted[row : row + _ROWS_PER_BLOCK], logits[row : row + _ROWS_PER_BLOCK])
+                for row in range(0, outputs, _ROWS_PER_BLOCK)
+            ]
 
-            def reduce(block: tuple[np.ndarray, np.ndarray, int, np.ndarray | None]) -> TokenScores:
-                block_logits, targets, first, block_gather = block
-                return summarize_logits(
-                    block_logits,
-                    targets,
-                    start=first,
-                    top_k=top_k,
-                    gather=block_gather,
-                    tail_samples=tail_samples,
-                    rng=rng,
-                )
-
-            # every block is reduced before the next decode overwrites the logits buffer
-            parts.extend(map(reduce, blocks) if pool is None else pool.map(reduce, blocks))
-        return merge_scores(
-            parts,
-            positions=scored if positions is not None else None,
-            with_gathered=gather is not None,
-        )
+    def batch_map(self, tail_samples: int) -> BatchMap:
+        """A subject pass reduces the blocks of one decode call on ``reduce_threads`` threads; a
+        reference pass draws its tail samples from one random stream, so in order."""
+        pool = self._reduce_pool() if tail_samples == 0 else None
+        return map if pool is None else pool.map
 
     def _reduce_pool(self) -> ThreadPoolExecutor | None:
         if self._reduce_threads <= 1:
@@ -337,7 +291,7 @@ class LlamaCppModel(LoadedModel):
     def reconfigure(self, *, n_ctx: int, kv_cache: str) -> LlamaCppModel:
         """A new llama.cpp context on the same weights: no second load, no second copy."""
         options = replace(self.options, n_ctx=n_ctx, kv_cache=kv_cache)  # type: ignore[arg-type]
-        return LlamaCppModel(Path(self.info.path), self.info, options, parent=self)
+        return LlamaCppModel(self.info, options, parent=self)
 
     def generate(self, prompt: str, settings: GenerationSettings) -> Generation:
         started = time.perf_counter()

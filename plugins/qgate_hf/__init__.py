@@ -10,17 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo
+from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo, TensorReader
 from qgate.errors import BackendError
 from qgate.hookspecs import hookimpl
-from qgate_hf.folder import (
-    DTYPE_BITS,
+from qgate_transformers.folder import (
     HFFolder,
     base_info,
-    detected_quantization,
+    first_weights_header,
+    folder_quantization,
+    has_packed_weights,
     read_folder,
-    read_safetensors_header,
 )
+from qgate_transformers.safetensors_header import DTYPE_BITS
+
+#: how sure the hf backend is of a folder with no quantization marker: any Hugging Face-style
+#: format is such a folder, so a backend that finds its own marker in it wins
+PLAIN_FOLDER = 0.5
 
 
 def dense_info(folder: HFFolder, fmt: str = "hf") -> ModelInfo:
@@ -52,17 +57,32 @@ class HFBackend(Backend):
     )
     extra = "hf"
 
-    def detect(self, path: Path) -> bool:
-        if detected_quantization(path) != "":  # not a folder, or quantized: another backend's
-            return False
-        try:  # an EXL2 or AWQ/GPTQ folder without a quantization_config is not for hf
-            first = sorted(path.glob("*.safetensors"))[0]
-            names = read_safetensors_header(first)
-        except (BackendError, IndexError):
-            return False
-        return not any(n.endswith((".q_weight", ".qweight")) for n in names)
+    def detect(self, path: Path) -> float:
+        """Plausible for a model folder without a quantization marker (none in config.json,
+        no packed integer weights); 0 otherwise, so a quantized folder is never taken for hf."""
+        if folder_quantization(path) != "":  # not a folder, or quantized: another backend's
+            return 0.0
+        header = first_weights_header(path)
+        if header is None or has_packed_weights(header):
+            return 0.0
+        return PLAIN_FOLDER
 
     def inspect(self, path: Path) -> ModelInfo:
+        return dense_info(self._unquantized(path))
+
+    def load(self, path: Path, options: BackendOptions) -> LoadedModel:
+        from qgate_hf.model import HFModel
+
+        return HFModel(self.inspect(path), options)
+
+    def tensor_reader(self, path: Path) -> TensorReader | None:
+        """The folder's weights when they are all F32, F16 or BF16; None for a quantized one."""
+        from qgate_transformers.weights import float_tensor_reader
+
+        return float_tensor_reader(read_folder(path))
+
+    @staticmethod
+    def _unquantized(path: Path) -> HFFolder:
         folder = read_folder(path)
         if folder.quant_method is not None:
             raise BackendError(
@@ -70,12 +90,7 @@ class HFBackend(Backend):
                 "quantization_config); the hf backend reads unquantized folders: use "
                 f"--backend {folder.quant_method} if qgate has that backend"
             )
-        return dense_info(folder)
-
-    def load(self, path: Path, options: BackendOptions) -> LoadedModel:
-        from qgate_hf.model import HFModel
-
-        return HFModel(path, self.inspect(path), options)
+        return folder
 
 
 @hookimpl

@@ -9,17 +9,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from qgate.check import format_value
-from qgate.results import CheckResult, Interval, RunReport, SubjectReport, Verdict
+from qgate.figures import as_float
+from qgate.results import VERDICT_ORDER, CheckResult, Interval, RunReport, SubjectReport, Verdict
 from qgate.text import printable, writable
-
-#: the order verdicts are listed in: worst first, as ``overall_verdict`` ranks them
-VERDICT_ORDER: tuple[Verdict, ...] = (
-    Verdict.ERROR,
-    Verdict.FAIL,
-    Verdict.WARN,
-    Verdict.PASS,
-    Verdict.SKIP,
-)
 
 #: the counters worth showing in a summary footer, with their human names
 COUNTER_NAMES: tuple[tuple[str, str], ...] = (
@@ -58,24 +50,6 @@ def prints_safely(render: Render[_Self]) -> Render[_Self]:
         return "\n".join(printable(line) for line in render(self, report).split("\n"))
 
     return wrapper
-
-
-def as_float(value: Any) -> float | None:
-    """A number from a result field: floats, ints, or the ``"nan"``/``"inf"`` strings that
-    ``to_dict`` writes for non-finite values (so a re-read JSON report renders the same)."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def is_finite(value: Any) -> bool:

@@ -10,10 +10,11 @@ and a flat series gets a range around its value.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qgate_reporters._common import as_float
+from qgate.figures import Chart, as_float
 
 WIDTH = 640
 PLOT_HEIGHT = 240
@@ -71,7 +72,9 @@ class LegendItem:
 
 
 @dataclass
-class Chart:
+class ChartView:
+    """A chart's geometry for the template's inline SVG."""
+
     title: str
     x_label: str
     y_label: str
@@ -169,77 +172,36 @@ def _is_category(value: Any) -> bool:
     return value is not None and as_float(value) is None
 
 
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else []
+#: one line's points in plot units: None where a value is missing or not finite (a gap)
+Points = list[tuple[float, float] | None]
 
 
-def build_chart(series: dict[str, Any]) -> Chart:
-    """Chart geometry for one ``details["series"]`` entry.
-
-    ``series`` is ``{"title", "x_label", "y_label", "lines": [{"name", "x": [...], "y": [...]}]}``;
-    x values that are not numbers (bucket names, say) are placed evenly in order of appearance.
-    """
-    raw_lines = [ln for ln in _as_list(series.get("lines")) if isinstance(ln, dict)]
-    parsed: list[tuple[str, list[tuple[Any, float | None]]]] = []
-    for raw in raw_lines:
-        xs, ys = _as_list(raw.get("x")), _as_list(raw.get("y"))
-        if not xs and ys:
-            xs = list(range(len(ys)))
-        # x and y of different lengths: the extra values have no partner and are dropped
-        pairs = [(x, as_float(y)) for x, y in zip(xs, ys, strict=False)]
-        parsed.append((str(raw.get("name", "")), pairs))
-
-    categorical = any(_is_category(x) for _, points in parsed for x, _ in points)
-    categories: dict[str, int] = {}
-    if categorical:
-        for _, points in parsed:
-            for x, _ in points:
-                if x is not None:
-                    categories.setdefault(str(x), len(categories))
-
-    def x_of(x: Any) -> float | None:
-        if x is None:
-            return None
-        if categorical:
-            return float(categories[str(x)])
-        return as_float(x)
-
-    finite: list[list[tuple[float, float] | None]] = []
-    for _, points in parsed:
-        row: list[tuple[float, float] | None] = []
-        for x, y in points:
-            fx = x_of(x)
-            ok = fx is not None and y is not None and math.isfinite(fx) and math.isfinite(y)
-            row.append((fx, y) if ok and fx is not None and y is not None else None)
-        finite.append(row)
-
-    legend_rows = len(parsed)
+def build_chart(chart_data: Chart) -> ChartView:
+    """The geometry of one chart. x values that are text (bucket names, say) are placed evenly
+    in order of appearance."""
+    names = [line.name for line in chart_data.lines]
+    finite, categories = _points(chart_data)
     bottom = MARGIN_TOP + PLOT_HEIGHT
-    chart = Chart(
-        title=str(series.get("title", "")),
-        x_label=str(series.get("x_label", "")),
-        y_label=str(series.get("y_label", "")),
+    chart = ChartView(
+        title=chart_data.title,
+        x_label=chart_data.x_label,
+        y_label=chart_data.y_label,
         width=WIDTH,
-        height=bottom + MARGIN_BOTTOM + LEGEND_ROW * legend_rows + 8,
+        height=bottom + MARGIN_BOTTOM + LEGEND_ROW * len(names) + 8,
         left=MARGIN_LEFT,
         top=MARGIN_TOP,
         right=WIDTH - MARGIN_RIGHT,
         bottom=bottom,
     )
-    all_points = [p for row in finite for p in row if p is not None]
-    for i, (name, _) in enumerate(parsed):
-        color = PALETTE[i % len(PALETTE)]
+    for i, name in enumerate(names):
         y = bottom + MARGIN_BOTTOM + LEGEND_ROW * i + 10
         empty = not any(p is not None for p in finite[i])
-        chart.legend.append(LegendItem(name, color, num(chart.left), num(y), empty))
+        chart.legend.append(LegendItem(name, _color(i), num(chart.left), num(y), empty))
+    all_points = [p for row in finite for p in row if p is not None]
     if not all_points:
         chart.note = "no data"
-        chart.lines = [
-            ChartLine(name, PALETTE[i % len(PALETTE)], empty=True)
-            for i, (name, _) in enumerate(parsed)
-        ]
+        chart.lines = [ChartLine(name, _color(i), empty=True) for i, name in enumerate(names)]
         return chart
-
     x_low, x_high = padded_range(min(p[0] for p in all_points), max(p[0] for p in all_points))
     y_low, y_high, y_ticks = nice_ticks(
         min(p[1] for p in all_points), max(p[1] for p in all_points)
@@ -254,37 +216,95 @@ def build_chart(series: dict[str, Any]) -> Chart:
 
     y_labels = tick_labels(y_ticks)
     chart.y_ticks = [Tick(num(sy(t)), lab) for t, lab in zip(y_ticks, y_labels, strict=True)]
-    if categorical:
+    chart.x_ticks = _x_ticks(categories, x_low, x_high, sx)
+    chart.lines = [
+        _line(name, _color(i), finite[i], chart.legend[i].empty, sx, sy)
+        for i, name in enumerate(names)
+    ]
+    return chart
+
+
+def _color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _points(chart_data: Chart) -> tuple[list[Points], dict[str, int] | None]:
+    """Each line's (x, y) pairs as numbers, and the categories when x values are text."""
+    parsed: list[list[tuple[Any, float | None]]] = []
+    for line in chart_data.lines:
+        xs: list[Any] = list(line.x)
+        if not xs and line.y:
+            xs = list(range(len(line.y)))
+        # x and y of different lengths: the extra values have no partner and are dropped
+        parsed.append([(x, as_float(y)) for x, y in zip(xs, line.y, strict=False)])
+    categories: dict[str, int] | None = None
+    if any(_is_category(x) for points in parsed for x, _ in points):
+        categories = {}
+        for points in parsed:
+            for x, _ in points:
+                if x is not None:
+                    categories.setdefault(str(x), len(categories))
+
+    def x_of(x: Any) -> float | None:
+        if x is None:
+            return None
+        return float(categories[str(x)]) if categories is not None else as_float(x)
+
+    finite: list[Points] = []
+    for points in parsed:
+        row: Points = []
+        for x, y in points:
+            fx = x_of(x)
+            ok = fx is not None and y is not None and math.isfinite(fx) and math.isfinite(y)
+            row.append((fx, y) if ok and fx is not None and y is not None else None)
+        finite.append(row)
+    return finite, categories
+
+
+def _x_ticks(
+    categories: dict[str, int] | None,
+    x_low: float,
+    x_high: float,
+    sx: Callable[[float], float],
+) -> list[Tick]:
+    if categories is not None:
         every = max(1, math.ceil(len(categories) / MAX_CATEGORY_TICKS))
-        chart.x_ticks = [
+        return [
             Tick(num(sx(float(i))), name)
             for name, i in categories.items()
             if i % every == 0 and x_low <= i <= x_high
         ]
-    else:
-        step = nice_step(x_high - x_low)
-        first = math.ceil(x_low / step - 1e-9) * step
-        ticks: list[float] = []
-        t = first
-        while t <= x_high + step * 1e-9 and len(ticks) < 50:
-            ticks.append(t)
-            t = first + step * len(ticks)
-        labels = tick_labels(ticks)
-        chart.x_ticks = [Tick(num(sx(t)), lab) for t, lab in zip(ticks, labels, strict=True)]
+    step = nice_step(x_high - x_low)
+    first = math.ceil(x_low / step - 1e-9) * step
+    ticks: list[float] = []
+    t = first
+    while t <= x_high + step * 1e-9 and len(ticks) < 50:
+        ticks.append(t)
+        t = first + step * len(ticks)
+    labels = tick_labels(ticks)
+    return [Tick(num(sx(t)), lab) for t, lab in zip(ticks, labels, strict=True)]
 
-    for i, (name, _) in enumerate(parsed):
-        line = ChartLine(name, PALETTE[i % len(PALETTE)], empty=chart.legend[i].empty)
-        points = [p for p in finite[i] if p is not None]
-        dots_everywhere = len(points) <= MAX_MARKERS
-        run: list[Marker] = []
-        for point in [*finite[i], None]:
-            if point is not None:
-                run.append(Marker(num(sx(point[0])), num(sy(point[1]))))
-                continue
-            if len(run) > 1:
-                line.segments.append(" ".join(f"{m.x},{m.y}" for m in run))
-            if dots_everywhere or len(run) == 1:
-                line.markers.extend(run)
-            run = []
-        chart.lines.append(line)
-    return chart
+
+def _line(
+    name: str,
+    color: str,
+    points: Points,
+    empty: bool,
+    sx: Callable[[float], float],
+    sy: Callable[[float], float],
+) -> ChartLine:
+    """Polylines through each run of consecutive points; dots where a point stands alone (or
+    everywhere, when the line has few enough points)."""
+    line = ChartLine(name, color, empty=empty)
+    dots_everywhere = sum(p is not None for p in points) <= MAX_MARKERS
+    run: list[Marker] = []
+    for point in [*points, None]:
+        if point is not None:
+            run.append(Marker(num(sx(point[0])), num(sy(point[1]))))
+            continue
+        if len(run) > 1:
+            line.segments.append(" ".join(f"{m.x},{m.y}" for m in run))
+        if dots_everywhere or len(run) == 1:
+            line.markers.extend(run)
+        run = []
+    return line

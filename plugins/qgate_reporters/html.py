@@ -14,13 +14,12 @@ from typing import Any
 
 import jinja2
 
+from qgate.figures import Sample, Table, as_float
 from qgate.hookspecs import hookimpl
 from qgate.reporter import Reporter
-from qgate.results import CheckResult, RunReport, SubjectReport
+from qgate.results import VERDICT_ORDER, CheckResult, RunReport, SubjectReport
 from qgate_reporters._common import (
-    VERDICT_ORDER,
     all_results,
-    as_float,
     counters,
     interval_text,
     machine_summary,
@@ -32,7 +31,7 @@ from qgate_reporters._common import (
     verdict_counts,
     writes_any_text,
 )
-from qgate_reporters.charts import Chart, build_chart
+from qgate_reporters.charts import ChartView, build_chart
 from qgate_reporters.ladder import quant_ladder
 
 TEMPLATE = "report.html.j2"
@@ -52,14 +51,16 @@ INFO_FIELDS: tuple[tuple[str, str], ...] = (
 
 
 @dataclass
-class Table:
+class TableView:
+    """A table with every cell as text, every row as wide as the widest."""
+
     title: str
     columns: list[str]
     rows: list[list[str]]
 
 
 @dataclass
-class Sample:
+class SampleView:
     prompt: str
     subject: str
     reference: str
@@ -79,9 +80,9 @@ class ResultView:
     message: str
     severity: str
     duration: str
-    tables: list[Table] = field(default_factory=list)
-    charts: list[Chart] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
+    tables: list[TableView] = field(default_factory=list)
+    charts: list[ChartView] = field(default_factory=list)
+    samples: list[SampleView] = field(default_factory=list)
     traceback: str = ""
 
     @property
@@ -128,46 +129,28 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, (list, tuple)) else []
+def table_view(table: Table) -> TableView:
+    """A table with every cell as text; short rows padded to the widest."""
+    columns = [cell(c) for c in table.columns]
+    rows = [[cell(c) for c in row] for row in table.rows]
+    width = max([len(columns), *(len(r) for r in rows)], default=0)
+    columns += [""] * (width - len(columns))
+    return TableView(table.title, columns, [r + [""] * (width - len(r)) for r in rows])
 
 
-def tables_of(details: dict[str, Any]) -> list[Table]:
-    """``details["tables"]`` as tables; malformed entries are dropped, short rows padded."""
-    tables = []
-    for raw in _dicts(details.get("tables")):
-        columns = [cell(c) for c in raw.get("columns") or []]
-        rows = [
-            [cell(c) for c in row] if isinstance(row, (list, tuple)) else [cell(row)]
-            for row in raw.get("rows") or []
-        ]
-        width = max([len(columns), *(len(r) for r in rows)], default=0)
-        columns += [""] * (width - len(columns))
-        rows = [r + [""] * (width - len(r)) for r in rows]
-        tables.append(Table(cell(raw.get("title", "")), columns, rows))
-    return tables
+def sample_view(sample: Sample) -> SampleView:
+    return SampleView(
+        prompt=sample.prompt,
+        subject=sample.subject,
+        reference=sample.reference,
+        note=sample.note,
+        subject_parts=_split_highlight(sample.subject, sample.subject_highlight),
+    )
 
 
-def samples_of(details: dict[str, Any]) -> list[Sample]:
-    return [
-        Sample(
-            prompt=cell(raw.get("prompt", "")),
-            subject=cell(raw.get("subject", "")),
-            reference=cell(raw.get("reference", "")),
-            note=cell(raw.get("note", "")),
-            subject_parts=_split_highlight(
-                cell(raw.get("subject", "")), raw.get("subject_highlight")
-            ),
-        )
-        for raw in _dicts(details.get("samples"))
-    ]
-
-
-def _split_highlight(text: str, span: Any) -> tuple[str, str, str] | None:
-    """``text`` cut into before / highlighted / after, for a ``[start, end]`` character span."""
-    if not (
-        isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(i, int) for i in span)
-    ):
+def _split_highlight(text: str, span: tuple[int, int] | None) -> tuple[str, str, str] | None:
+    """``text`` cut into before / highlighted / after, for a ``(start, end)`` character span."""
+    if span is None:
         return None
     start, end = max(0, span[0]), min(len(text), span[1])
     if start >= end:
@@ -222,7 +205,6 @@ def histogram(tensor_types: Any) -> list[HistogramRow]:
 
 def result_view(anchor: str, result: CheckResult) -> ResultView:
     details = result.details if isinstance(result.details, dict) else {}
-    charts = [build_chart(s) for s in _dicts(details.get("series"))]
     traceback = details.get("traceback")
     return ResultView(
         anchor=anchor,
@@ -234,9 +216,9 @@ def result_view(anchor: str, result: CheckResult) -> ResultView:
         message=result.message,
         severity=result.severity.value,
         duration=f"{result.duration_s:.2f} s" if result.duration_s else "",
-        tables=tables_of(details),
-        charts=charts,
-        samples=samples_of(details),
+        tables=[table_view(t) for t in result.figures.tables],
+        charts=[build_chart(c) for c in result.figures.charts],
+        samples=[sample_view(s) for s in result.figures.samples],
         traceback=cell(traceback) if traceback else "",
     )
 
@@ -275,20 +257,19 @@ class LadderView:
 
     sentence: str
     passes: bool
-    table: Table
-    charts: list[Chart]
+    table: TableView
+    charts: list[ChartView]
 
 
 def ladder_view(report: RunReport) -> LadderView | None:
     ladder = quant_ladder(report)
     if ladder is None:
         return None
-    (table,) = tables_of({"tables": [ladder.table()]})
     return LadderView(
         sentence=ladder.sentence,
         passes=ladder.smallest is not None and not ladder.incomplete,
-        table=table,
-        charts=[build_chart(series) for series in ladder.series()],
+        table=table_view(ladder.table()),
+        charts=[build_chart(chart) for chart in ladder.series()],
     )
 
 

@@ -2,10 +2,10 @@
 quant that passes the gate.
 
 A run-level view computed from the results alone (so ``qgate report`` and ``qgate merge`` draw
-it too): mean KLD from ``kl-divergence`` (metric ``kld_mean``, or the figure ``payoff`` read from
-the shared scoring pass), the PPL delta from ``perplexity`` (metric ``ppl_delta``), the file size
-from the subject's info, and generation speed from ``payoff``'s details when it ran. Nothing
-here writes markup: the reporters render the sentence, the table and the chart data.
+it too): the headline figures the checks attach to their results (:data:`qgate.figures.HEADLINES`:
+mean KLD, PPL delta, generation speed and speedup, whichever check measured them) and the file
+size from the subject's info. Nothing here writes markup: the reporters render the sentence,
+the table and the charts.
 """
 
 from __future__ import annotations
@@ -14,8 +14,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from qgate.figures import (
+    GENERATION_SPEEDUP,
+    GENERATION_TOK_S,
+    HEADLINES,
+    KLD_MEAN,
+    PPL_DELTA,
+    Chart,
+    Headline,
+    Line,
+    Table,
+    as_float,
+)
 from qgate.results import CheckResult, RunReport, SubjectReport, Verdict
-from qgate_reporters._common import as_float, one_line
+from qgate_reporters._common import one_line
 
 MIB = 2**20
 #: fewer subjects than this make no ladder
@@ -60,14 +72,14 @@ class Ladder:
             f"{self.smallest.label} ({self.smallest.size_text})"
         )
 
-    def series(self) -> list[dict[str, Any]]:
-        """Chart data (``details["series"]`` shape): each quality figure against size and speed,
-        one dot per rung so the legend names it; only charts with at least two dots."""
+    def series(self) -> list[Chart]:
+        """Each quality figure against size and speed, one dot per rung so the legend names
+        it; only charts with at least two dots."""
         charts = []
-        quality = (("kld_mean", "mean KLD (nats)"), ("ppl_delta", "PPL delta (%)"))
+        quality = [(h.key, h.label) for h in HEADLINES if h.kind == "damage"]
         axes = (
             ("file_size", "file size (MiB)", MIB),
-            ("generation_tok_s", "generation speed (tokens/s)", 1.0),
+            (GENERATION_TOK_S.key, GENERATION_TOK_S.label, 1.0),
         )
         for y_key, y_label in quality:
             for x_key, x_label, scale in axes:
@@ -77,27 +89,21 @@ class Ladder:
                     if x is None or y is None:
                         continue
                     y_value = y * 100 if y_key == "ppl_delta" else y
-                    lines.append({"name": rung.label, "x": [x / scale], "y": [y_value]})
+                    lines.append(Line(rung.label, [x / scale], [y_value]))
                 if len(lines) >= MIN_RUNGS:
-                    charts.append(
-                        {
-                            "title": f"{y_label.split(' (')[0]} vs {x_label.split(' (')[0]}",
-                            "x_label": x_label,
-                            "y_label": y_label,
-                            "lines": lines,
-                        }
-                    )
+                    title = f"{y_label.split(' (')[0]} vs {x_label.split(' (')[0]}"
+                    charts.append(Chart(title, x_label, y_label, lines))
         return charts
 
-    def table(self) -> dict[str, Any]:
-        """The rungs as a ``details["tables"]`` entry, largest file first."""
+    def table(self) -> Table:
+        """The rungs, largest file first."""
 
         def num(value: float | None, fmt: str) -> str:
             return format(value, fmt) if value is not None else ""
 
-        return {
-            "title": "Quant ladder",
-            "columns": [
+        return Table(
+            "Quant ladder",
+            [
                 "quant",
                 "verdict",
                 "file size",
@@ -107,7 +113,7 @@ class Ladder:
                 "generation tok/s",
                 "generation speedup",
             ],
-            "rows": [
+            [
                 [
                     r.label,
                     r.verdict,
@@ -120,7 +126,7 @@ class Ladder:
                 ]
                 for r in self.rungs
             ],
-        }
+        )
 
 
 def _finite(value: Any) -> float | None:
@@ -128,26 +134,12 @@ def _finite(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-def _metric(results: list[CheckResult], check: str, metric: str) -> float | None:
+def _headline(results: list[CheckResult], headline: Headline) -> float | None:
+    """The first finite value any result gives for ``headline``."""
     for result in results:
-        if result.check == check and result.metric == metric:
-            value = _finite(result.value)
-            if value is not None:
-                return value
-    return None
-
-
-def _payoff_detail(results: list[CheckResult], *keys: str) -> float | None:
-    """A number from a ``payoff`` result's details, e.g. ``("subject", "tg_tok_s")``."""
-    for result in results:
-        if result.check != "payoff" or not isinstance(result.details, dict):
-            continue
-        value: Any = result.details
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        number = _finite(value)
-        if number is not None:
-            return number
+        value = _finite(result.headlines.get(headline.key))
+        if value is not None:
+            return value
     return None
 
 
@@ -157,17 +149,16 @@ def rung(subject: SubjectReport) -> Rung:
     judged = [r for r in results if r.verdict is not Verdict.SKIP]
     passes = bool(judged) and not any(r.verdict.is_blocking for r in results)
     size = _finite(info.get("file_size"))
-    kld = _metric(results, "kl-divergence", "kld_mean")
     return Rung(
         label=one_line(subject.label),
         verdict=subject.verdict.value,
         passes=passes,
         file_size=size if size is not None and size > 0 else None,
         bits_per_weight=_finite(info.get("bits_per_weight")),
-        kld_mean=kld if kld is not None else _payoff_detail(results, "kld_mean"),
-        ppl_delta=_metric(results, "perplexity", "ppl_delta"),
-        generation_tok_s=_payoff_detail(results, "subject", "tg_tok_s"),
-        generation_speedup=_metric(results, "payoff", "generation_speedup"),
+        kld_mean=_headline(results, KLD_MEAN),
+        ppl_delta=_headline(results, PPL_DELTA),
+        generation_tok_s=_headline(results, GENERATION_TOK_S),
+        generation_speedup=_headline(results, GENERATION_SPEEDUP),
     )
 
 

@@ -161,10 +161,10 @@ def summarize_logits(
 def exp_in_place(values: np.ndarray) -> None:
     """``values = exp(values)`` for float32: the one vocabulary-wide transcendental per row.
 
-    Through torch's vectorised exp when torch is installed (the hf extra): on the 2-core AVX2
-    machine the benchmarks ran on it is 2-5x numpy's float32 exp (19-20 ms against 37-99 ms for
-    64 x 262k, in two sessions), most of qgate's time outside llama.cpp. Both agree to float32
-    rounding; importing torch costs ~184 MiB of resident memory.
+    Through torch's vectorised exp when torch is installed (the hf extra): several times faster
+    than numpy's float32 exp, and this exp is most of qgate's time outside the model itself
+    (benchmarks/README.md has the measurements). Both agree to float32 rounding; the price is
+    torch's import, in resident memory, which a GGUF-only install does not pay.
     """
     torch = _torch()
     if torch is None:

@@ -19,14 +19,14 @@ class VocabSizeOptions:
     min_vocab_size: int = option(help="smallest allowed vocabulary size", minimum=1)
 
 
-class VocabSizeCheck(Check):
+class VocabSizeCheck(Check[VocabSizeOptions]):
     name = "vocab-size"
     description = "the subject's vocabulary is at least min_vocab_size tokens"
     Options = VocabSizeOptions
     needs_reference = False
 
-    def run(self, ctx: CheckContext) -> list[CheckResult]:
-        options: VocabSizeOptions = ctx.options
+    def run(self, ctx: CheckContext[VocabSizeOptions]) -> list[CheckResult]:
+        options = ctx.options
         vocab = ctx.subject.info.vocab_size
         return [
             ctx.result(
