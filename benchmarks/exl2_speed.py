@@ -133,6 +133,19 @@ def exllamav2_loop(
     return seconds, nll
 
 
+def scored_chunks(cache_dir: Path) -> np.ndarray:
+    """The very chunks qgate scored, from the reference's cache entries (the scores and, beside
+    them, the noise floor's: both hold the same tokens)."""
+    found = []
+    for entry in sorted(cache_dir.rglob("*.npz")):
+        with np.load(entry) as stored:
+            if "tokens" in stored.files:
+                found.append(stored["tokens"])
+    if not found or any(not np.array_equal(found[0], other) for other in found[1:]):
+        sys.exit(f"expected one set of scored chunks in {cache_dir}, found {len(found)}")
+    return found[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,9 +164,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as cache_dir:
         ours, paired = qgate_pass(args.subject, args.reference, Path(cache_dir), args)
-        (entry,) = Path(cache_dir).rglob("*.npz")
-        with np.load(entry) as stored:
-            chunks = stored["tokens"]  # the very chunks qgate scored
+        chunks = scored_chunks(Path(cache_dir))
     theirs, nll = exllamav2_loop(args.subject, chunks, args)
 
     ppl_qgate = float(np.exp(-paired.sub_logprob.mean()))

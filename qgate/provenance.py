@@ -213,7 +213,7 @@ def plugin_records(registry: Registry) -> list[dict[str, Any]]:
 
 
 def _distribution(provider: str) -> dict[str, Any]:
-    """``qgate 0.1.0`` -> distribution and version; a plugin registered as a module or an
+    """``qgate-llm 0.1.0`` -> distribution and version; a plugin registered as a module or an
     object (``QGATE_PLUGINS``, tests) has neither, and keeps its provider text."""
     if provider.startswith(("module ", "object ")) or not provider:
         return {"distribution": None, "version": None, "source": provider}

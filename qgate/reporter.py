@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from qgate.results import RunReport
+from qgate.terminal import Terminal
 
 
 class Reporter(ABC):
@@ -20,6 +21,12 @@ class Reporter(ABC):
     @abstractmethod
     def render(self, report: RunReport) -> str:
         """The whole report as text. Every model-provided string must be escaped for the format."""
+
+    def render_for(self, report: RunReport, terminal: Terminal) -> str:
+        """The report as printed on ``terminal`` (its width, colour and ``-v``/``-q``
+        verbosity). A printing reporter (``writes_file = False``) may override it; by default
+        it is :meth:`render`."""
+        return self.render(report)
 
     def write(self, report: RunReport, path: Path) -> None:
         """Write the report, atomically, so a crash never leaves half a file behind."""

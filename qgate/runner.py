@@ -28,7 +28,7 @@ from qgate.datasets import Dataset, load_dataset
 from qgate.deadline import deadline
 from qgate.detection import resolve_backend
 from qgate.engine.evaluation import Evaluation
-from qgate.errors import BackendError, CheckError, QgateError
+from qgate.errors import BackendError, CheckError, PolicyError, QgateError
 from qgate.handle import ModelHandle
 from qgate.instruments import Instruments
 from qgate.plugins import Registry
@@ -48,6 +48,10 @@ from qgate.results import (
 from qgate.sequential import is_clear, looks
 from qgate.setup import RunRequest, RunSetup
 from qgate.shard import ShardSelection
+
+#: an error result's detail: a check found the policy asks what the run cannot honour (a limit
+#: below the measurement's noise floor, an unknown tier), so the run exits 2, not 1
+POLICY_ERROR = "policy_error"
 
 
 class Interrupted(Exception):
@@ -176,6 +180,9 @@ class Runner:
             cache=self.cache,
             instruments=self.instruments,
         )
+        # the progress line's overall position: every check the policy may run on each subject
+        # this shard opens (a `when:` that does not match drops its unit once the subject is read)
+        self.progress.plan(sum(len(self._shard_specs(p)) for p, _ in subject_backends))
         try:
             for path, backend in subject_backends:
                 if self.shard is not None and not self.shard.has_subject(str(path)):
@@ -234,20 +241,19 @@ class Runner:
             message = str(exc) if isinstance(exc, QgateError) else _describe_crash(exc, "backend")
             subject_report.results.append(_error_result("load", "load", message))
             self.progress.log(f"{path}: {message}")
+            self.progress.drop(len(self._shard_specs(path)))
             return
         subject_report.info = subject.info.to_dict()
         fields = {**subject.info.condition_fields(), "n_ctx": self.options.n_ctx}
         self.progress.log(f"checking {subject.info.label} with policy {self.policy.name!r}")
         try:
-            specs = [
-                spec
-                for spec in self.policy.checks
-                if (self.shard is None or self.shard.selects(str(path), spec.key))
-                and (not spec.when or matches(spec.when, fields))
-            ]
+            possible = self._shard_specs(path)
+            specs = [spec for spec in possible if not spec.when or matches(spec.when, fields)]
+            self.progress.drop(len(possible) - len(specs))
             subject_report.planned = [spec.key for spec in specs]
             decided = self._sequential_looks(specs, subject, reference, evaluation)
             for spec in specs:
+                self.progress.begin(f"{subject.info.label} · {spec.key}")
                 check: Check = self.registry.checks[spec.use].item
                 if spec.key in decided:
                     subject_report.results.extend(decided[spec.key])
@@ -273,6 +279,14 @@ class Runner:
                     subject_report.results.append(unmeasured)
         finally:
             subject.close()
+
+    def _shard_specs(self, path: Path) -> list[CheckSpec]:
+        """The policy's checks this run may apply to ``path`` (all of them, or this shard's)."""
+        return [
+            spec
+            for spec in self.policy.checks
+            if self.shard is None or self.shard.selects(str(path), spec.key)
+        ]
 
     def _sequential_looks(
         self,
@@ -349,6 +363,9 @@ class Runner:
                 results = list(check.run(ctx))
         except (KeyboardInterrupt, Interrupted):
             raise
+        except PolicyError as exc:  # the policy asks what the run cannot honour: exit 2
+            results = [_error_result(spec.use, spec.key, str(exc), severity=spec.severity)]
+            results[0].details[POLICY_ERROR] = True
         except QgateError as exc:
             results = [_error_result(spec.use, spec.key, str(exc), severity=spec.severity)]
         except MemoryError:

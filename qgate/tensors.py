@@ -20,6 +20,16 @@ import numpy as np
 from qgate.backend import TensorMeta, TensorReader
 from qgate.errors import BackendError
 
+#: float storage types, as GGUF and safetensors both name them: (bit-pattern storage, exponent
+#: mask: all ones means NaN or infinity, magnitude mask: none set means zero). Integrity scans
+#: count non-finite and non-zero numbers on the bit patterns, without converting them.
+FLOAT_BITS: dict[str, tuple[str, int, int]] = {
+    "F16": ("<u2", 0x7C00, 0x7FFF),
+    "BF16": ("<u2", 0x7F80, 0x7FFF),
+    "F32": ("<u4", 0x7F800000, 0x7FFFFFFF),
+    "F64": ("<u8", 0x7FF0000000000000, 0x7FFFFFFFFFFFFFFF),
+}
+
 #: values per model dequantized at once by :func:`compare_tensors` (4 MB of float32)
 DEFAULT_BLOCK_ELEMENTS = 1 << 20
 

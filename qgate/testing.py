@@ -28,7 +28,11 @@ from ``seed``. Knobs:
 ``answers``        question -> answer: a prompt ending in ``Q: <question>\nA:`` is answered so
                    (for task-accuracy tests); other questions get the usual word salad.
 ``metadata``       overrides for :class:`~qgate.backend.ModelInfo` fields (``bits_per_weight``,
-                   ``architecture``, ``expert_count``, ``identity``, ``tensor_type_by_name``, ...).
+                   ``architecture``, ``expert_count``, ``identity``, ``tensor_type_by_name``, ...);
+                   ``tokenizer`` and ``config`` take the fields to change in the fake's own
+                   :class:`~qgate.backend.TokenizerFacts` and :class:`~qgate.backend.ModelConfig`
+                   (``{"config": {"rope_base": 1e6}}``).
+``tensor_faults``  tensor name -> ``nan``, ``zero`` or ``short``: what the integrity scan finds.
 """
 
 from __future__ import annotations
@@ -37,14 +41,24 @@ import json
 import re
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from qgate.backend import Backend, BackendOptions, Generation, GenerationSettings, ModelInfo
+from qgate.backend import (
+    Backend,
+    BackendOptions,
+    Generation,
+    GenerationSettings,
+    ModelConfig,
+    ModelInfo,
+    SpecialToken,
+    TensorHealth,
+    TokenizerFacts,
+)
 from qgate.errors import BackendError
 from qgate.hookspecs import hookimpl
 from qgate.scoring.sequence import BatchScoredModel, LogitsBatch
@@ -76,6 +90,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "fail_load": None,
     "answers": {},
     "metadata": {},
+    "tensor_faults": {},
 }
 
 
@@ -131,19 +146,68 @@ class FakeBackend(Backend):
             identity={"name": path.stem},
             tokenizer_hash="fake-bytes-v1",
             file_size=path.stat().st_size,
+            tokenizer=TokenizerFacts(
+                family="fake",
+                model="bytes",
+                components={"vocabulary": "fake-bytes-v1"},
+                special={"bos": SpecialToken(BOS, "<s>"), "eos": SpecialToken(EOS, "</s>")},
+                add_bos=True,
+                add_eos=False,
+            ),
+            config=ModelConfig(
+                runtime="fake",
+                context_length=4096,
+                rope_base=10000.0,
+                rope_scaling="none",
+                layers=1,
+                heads=1,
+                kv_heads=1,
+                vocab_size=VOCAB,
+            ),
         )
         known = {f.name for f in fields(ModelInfo)}
         for key, value in knobs["metadata"].items():
             if key not in known:
                 raise BackendError(f"{path}: unknown metadata field {key!r} in fake model")
+            if key in ("tokenizer", "config") and isinstance(value, dict):
+                value = _changed(getattr(info, key), value)
             setattr(info, key, value)
         return info
+
+    def scan_tensors(self, path: Path) -> Iterator[TensorHealth]:
+        """The fake's one tensor, healthy unless ``tensor_faults`` says otherwise."""
+        faults = read_knobs(path)["tensor_faults"]
+        for name in ("output.weight", *sorted(set(faults) - {"output.weight"})):
+            fault = faults.get(name)
+            yield TensorHealth(
+                name,
+                (VOCAB, VOCAB),
+                "F16",
+                VOCAB * VOCAB,
+                non_finite=VOCAB if fault == "nan" else 0,
+                all_zero=fault == "zero",
+                problem="the file ends 1024 bytes short of it" if fault == "short" else "",
+            )
 
     def load(self, path: Path, options: BackendOptions) -> FakeModel:
         knobs = read_knobs(path)
         if knobs["fail_load"]:
             raise BackendError(f"{path}: {knobs['fail_load']}")
         return FakeModel(self.inspect(path), knobs, options)
+
+
+def _changed(record: Any, changes: dict[str, Any]) -> Any:
+    """``record`` (the fake's tokenizer facts or config) with ``changes``; special tokens given
+    as ``{"eos": {"id": 0, "text": "<pad>"}}``."""
+    if "special" in changes:
+        changes = {
+            **changes,
+            "special": {
+                role: SpecialToken(**token) if isinstance(token, dict) else token
+                for role, token in changes["special"].items()
+            },
+        }
+    return replace(record, **changes)
 
 
 class FakeModel(BatchScoredModel):

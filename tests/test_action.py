@@ -109,8 +109,10 @@ def test_the_steps_after_run_read_only_what_run_wrote(action: dict[str, Any]) ->
     assert run["env"]["QGATE_RUN_ID"] == "${{ inputs.run-id }}"
     assert run["env"]["QGATE_CACHE_DIR"] == "${{ steps.key.outputs.dir }}"
     for step in steps:
-        if "actions/cache/" in step.get("uses", ""):
-            assert step["with"]["path"] == "${{ steps.key.outputs.dir }}"
+        if "actions/cache/" in step.get("uses", ""):  # the reference cache, or the wheel
+            outputs = "key" if "reference cache" in step["name"] else "wheels"
+            assert step["with"]["path"] == f"${{{{ steps.{outputs}.outputs.dir }}}}", step["name"]
+            assert step["with"]["key"] == f"${{{{ steps.{outputs}.outputs.key }}}}", step["name"]
 
 
 def test_action_references_only_what_exists(action: dict[str, Any]) -> None:
@@ -206,3 +208,182 @@ def test_actionlint_passes_on_every_workflow() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- CI cost: the llama-cpp-python wheel cached, only this job's model files fetched ----------------
+def step(action: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in action["runs"]["steps"] if s.get("name") == name)
+
+
+def run_step(
+    action: dict[str, Any], name: str, tmp_path: Path, env: dict[str, str], path: str = ""
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """Run one of the action's bash steps here, as a runner would: its script under bash with
+    the given environment, and what it wrote to $GITHUB_OUTPUT."""
+    output = tmp_path / "github_output"
+    output.write_text("")
+    full_env = {
+        "PATH": f"{path}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "RUNNER_OS": "Linux",
+        "RUNNER_ARCH": "X64",
+        "RUNNER_TEMP": str(tmp_path / "runner-temp"),
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_SERVER_URL": "https://github.com",
+        **env,
+    }
+    done = subprocess.run(
+        ["bash", "-e", "-c", step(action, name)["run"]],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
+    return done, outputs
+
+
+def test_the_wheel_is_keyed_by_python_version_and_cpu_flags(
+    action: dict[str, Any], tmp_path: Path
+) -> None:
+    env = {"QGATE_EXTRAS": "gguf", "QGATE_LLAMA_CPP_PYTHON": "0.3.36"}
+    _, outputs = run_step(action, "Wheel cache key", tmp_path, env)
+    python = ".".join(map(str, sys.version_info[:3]))
+    assert re.fullmatch(
+        rf"qgate-wheels-Linux-X64-py{re.escape(python)}-llama-cpp-python0\.3\.36"
+        r"-cpu[0-9a-f]{16}-cmake[0-9a-f]{16}",
+        outputs["key"],
+    ), outputs
+    assert outputs["dir"] == str(tmp_path / "runner-temp" / "qgate-wheels")
+    assert outputs["version"] == "0.3.36"
+    cuda = run_step(action, "Wheel cache key", tmp_path, {**env, "CMAKE_ARGS": "-DGGML_CUDA=on"})
+    assert cuda[1]["key"] != outputs["key"]  # another build of llama.cpp, another wheel
+    newer = run_step(
+        action, "Wheel cache key", tmp_path, {**env, "QGATE_LLAMA_CPP_PYTHON": "0.3.37"}
+    )
+    assert newer[1]["key"] != outputs["key"]
+    for extras in ("", "exl2", "hf, awq"):
+        _, none = run_step(action, "Wheel cache key", tmp_path, {**env, "QGATE_EXTRAS": extras})
+        assert none == {}, extras  # no gguf extra: nothing to build, nothing cached
+
+
+FAKE_PYTHON = """#!/bin/bash
+# stands in for python: pip commands are written down (a wheel is "built" into --wheel-dir),
+# anything else runs in the real interpreter
+if [ "$1 $2" = "-m pip" ]; then
+  echo "pip ${*:3}" >> "$QGATE_LOG"
+  if [ "$3" = wheel ]; then
+    touch "$QGATE_WHEEL_DIR/llama_cpp_python-$QGATE_LLAMA_CPP_PYTHON-cp312-cp312-linux_x86_64.whl"
+  fi
+  exit 0
+fi
+exec REAL "$@"
+"""
+
+
+def test_the_wheel_is_built_once_then_installed_from_the_cache(
+    action: dict[str, Any], tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"
+    fake.write_text(FAKE_PYTHON.replace("REAL", sys.executable))
+    fake.chmod(0o755)
+    log, wheels = tmp_path / "pip.log", tmp_path / "wheels"
+    env = {
+        "QGATE_ACTION_PATH": str(REPO),
+        "QGATE_EXTRAS": "gguf",
+        "QGATE_WHEEL_DIR": str(wheels),
+        "QGATE_LLAMA_CPP_PYTHON": "0.3.36",
+        "QGATE_LOG": str(log),
+    }
+    run_step(action, "Install qgate", tmp_path, env, path=str(bin_dir))
+    first = log.read_text().splitlines()
+    source = REPO.resolve().as_uri()
+    assert first == [
+        f"pip wheel --disable-pip-version-check --no-deps --wheel-dir {wheels} "
+        "llama-cpp-python==0.3.36",
+        f"pip install --disable-pip-version-check --find-links {wheels} "
+        f"llama-cpp-python==0.3.36 qgate-llm[gguf] @ {source}",
+    ]
+    log.write_text("")
+    run_step(action, "Install qgate", tmp_path, env, path=str(bin_dir))  # the cache restored it
+    assert [line.split()[1] for line in log.read_text().splitlines()] == ["install"]
+    log.write_text("")
+    run_step(
+        action,
+        "Install qgate",
+        tmp_path,
+        {**env, "QGATE_EXTRAS": "", "QGATE_WHEEL_DIR": ""},
+        path=str(bin_dir),
+    )
+    assert log.read_text().splitlines() == [
+        f"pip install --disable-pip-version-check qgate-llm @ {source}"
+    ]
+
+
+FAKE_GIT = """#!/bin/bash
+printf '%s\\n' "$@" > "$QGATE_LOG"
+"""
+
+
+def test_a_shard_fetches_only_its_own_model_files(action: dict[str, Any], tmp_path: Path) -> None:
+    from qgate.testing import write_fake_model
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(FAKE_GIT)
+    (bin_dir / "git").chmod(0o755)
+    (tmp_path / "models" / "quants").mkdir(parents=True)
+    write_fake_model(tmp_path / "models" / "ref.fake.json")
+    for i in range(6):
+        write_fake_model(tmp_path / "models" / "quants" / f"q{i}.fake.json")
+    policy = tmp_path / "p.yaml"
+    policy.write_text("checks:\n  - use: perplexity\n")  # one group per quant: a clean split
+    log = tmp_path / "git.log"
+    env = {
+        "QGATE_COMMAND": "check",
+        "QGATE_MODELS": "models/quants/*.fake.json",
+        "QGATE_REFERENCE": "models/ref.fake.json",
+        "QGATE_POLICY": str(policy),
+        "QGATE_TOKEN": "t0ken",
+        "QGATE_LOG": str(log),
+    }
+    fetched: list[set[str]] = []
+    for k in (1, 2, 3):
+        run_step(
+            action,
+            "Fetch this job's model files",
+            tmp_path,
+            {**env, "QGATE_SHARD": f"{k}/3"},
+            path=str(bin_dir),
+        )
+        args = log.read_text().splitlines()
+        assert args[0] == "-c" and args[1].startswith("http.https://github.com/.extraheader=")
+        assert "t0ken" not in args[1]  # base64, as actions/checkout sends it
+        assert args[2:4] == ["lfs", "pull"] and args[-1] == "--exclude="
+        include = args[4].removeprefix("--include=").split(",")
+        assert include[0] == "models/ref.fake.json"
+        fetched.append(set(include[1:]))
+    assert set().union(*fetched) == {f"models/quants/q{i}.fake.json" for i in range(6)}
+    assert sum(len(f) for f in fetched) == 6  # each quant fetched by exactly one shard
+    run_step(
+        action,
+        "Fetch this job's model files",
+        tmp_path,
+        {**env, "QGATE_COMMAND": "baseline"},
+        path=str(bin_dir),
+    )
+    assert log.read_text().splitlines()[4] == "--include=models/ref.fake.json"
+
+
+def test_model_files_are_fetched_before_anything_reads_them(action: dict[str, Any]) -> None:
+    names = [s.get("name", "") for s in action["runs"]["steps"]]
+    fetch = names.index("Fetch this job's model files")
+    assert names.index("Install qgate") < fetch < names.index("Reference cache key")
+    assert step(action, "Fetch this job's model files")["if"] == (
+        "inputs.lfs == 'true' && inputs.command != 'merge'"
+    )
+    assert action["inputs"]["lfs"]["default"] == "false"

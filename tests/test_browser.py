@@ -369,3 +369,46 @@ def test_the_png_reader_decodes_every_filter(tmp_path):
         + chunk(b"IEND", b"")
     )
     assert (read_png(png) == image).all()
+
+
+# -- the README's screenshot: a real report --------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+#: the run the screenshot shows: a tiny random llama under production (benchmarks/tiny_run.py)
+RECORDED_RUN = REPO / "docs" / "runs" / "tiny-production.json"
+SCREENSHOT = REPO / "docs" / "images" / "report.png"
+#: the browser window the README's screenshot is taken in: the matrix, the ladder and its charts
+WINDOW = (1200, 1800)
+#: the verdict matrix's cell backgrounds (the template's .v-fail and .v-pass)
+MATRIX_FAIL, MATRIX_PASS = (0xFF, 0xEB, 0xE9), (0xDA, 0xFB, 0xE1)
+#: the first two palette colours: the ladder's two dots and their names
+DOTS = ((0x00, 0x72, 0xB2), (0xD5, 0x5E, 0x00))
+
+
+def colour_count(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
+    return int((pixels == np.array(colour, dtype=np.uint8)).all(axis=2).sum())
+
+
+@needs_chromium
+def test_the_readme_screenshot_is_a_real_report_with_the_matrix_and_charts(tmp_path):
+    """Renders the recorded run's HTML report and screenshots it in Chromium: the page
+    must open with the verdict matrix (failing and passing cells) and show the ladder's charts
+    (one dot per quant, in the palette's colours). The committed docs/images/report.png is held
+    to the same; ``QGATE_UPDATE_SCREENSHOT=1`` replaces it with the fresh one."""
+    from qgate.integrity import read_results
+
+    page = tmp_path / "report.html"
+    page.write_text(HtmlReporter().render(read_results(RECORDED_RUN)), encoding="utf-8")
+    shot = tmp_path / "report.png"
+    size = f"--window-size={WINDOW[0]},{WINDOW[1]}"
+    chromium(page, tmp_path / "profile", f"--screenshot={shot}", size)
+    if os.environ.get("QGATE_UPDATE_SCREENSHOT"):
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+    for name, path in (("fresh", shot), ("committed", SCREENSHOT)):
+        pixels = read_png(path)
+        assert pixels.shape == (WINDOW[1], WINDOW[0], 3), name
+        top = pixels[: WINDOW[1] // 3]  # the matrix opens the page
+        assert colour_count(top, MATRIX_FAIL) > 500, name
+        assert colour_count(top, MATRIX_PASS) > 500, name
+        for colour in DOTS:
+            assert colour_count(pixels, colour) > 30, (name, colour)

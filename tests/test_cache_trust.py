@@ -482,7 +482,10 @@ def test_long_context_entries_are_verified_and_spot_checked(fake, tmp_path):
     assert damaged.counters["reference_cache_misses"] == 1 and values(damaged) == values(first)
 
     material, arrays = material_of(path), arrays_of(path)
-    arrays["hits"][:] = False  # the reference "never finds the key": any drop would pass
+    # the reference "never finds the pass keys" (another token ranked first at every key token):
+    # retrieval would then have no signal, so any drop would pass
+    at_keys = np.isin(arrays["positions"], np.concatenate([np.arange(*k) for k in arrays["keys"]]))
+    arrays["top_ids"][at_keys] = arrays["top_ids"][at_keys][:, ::-1]
     arrays["top_logprobs"] = arrays["top_logprobs"] - 0.01
     cache.store(Entry(material["kind"], material), arrays)
     checked = run(tmp_path, LONG_POLICY, ref, sub, cache, spot=2)
@@ -492,7 +495,9 @@ def test_long_context_entries_are_verified_and_spot_checked(fake, tmp_path):
     agreed = run(tmp_path, LONG_POLICY, ref, sub, cache, spot=2)
     assert agreed.counters.get("reference_cache_rejected", 0) == 0
     record = agreed.provenance["reference_cache"]["spot_checks"][0]
-    assert record["agreed"] and record["positions"] == 16 and len(record["probes"]) == 2
+    # the whole pass is replayed: 8 text positions per bucket and every pass-key token
+    assert record["agreed"] and record["positions"] == len(arrays["positions"]) > 16
+    assert record["sequence"] == 0 and record["max_abs_diff"] <= SPOT_CHECK_TOLERANCE
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,7 +529,8 @@ def test_entries_git_tracks_are_never_read_nor_overwritten(fake, tmp_path, monke
 
     monkeypatch.setattr(qgate.cache.subprocess, "run", counting)
     tracked = run(tmp_path, POLICY, ref, sub, cache)
-    assert tracked.counters["reference_cache_rejected"] == 2
+    # two datasets, each with the reference's scores and their noise floor
+    assert tracked.counters["reference_cache_rejected"] == 4
     assert tracked.counters["model_loads"] == 2
     assert all("git tracks this file" in r["reason"] for r in rejected(tracked))
     assert len(calls) == 1 and "ls-files" in calls[0]  # once per run
@@ -539,7 +545,8 @@ def test_without_git_a_cache_inside_a_work_tree_is_not_read(fake, tmp_path, monk
     run(tmp_path, POLICY, ref, sub, cache)
     monkeypatch.setattr(qgate.cache.shutil, "which", lambda name: None)
     report = run(tmp_path, POLICY, ref, sub, cache)
-    assert report.counters["reference_cache_rejected"] == 2 and report.counters["model_loads"] == 2
+    # two datasets, each with the reference's scores and their noise floor
+    assert report.counters["reference_cache_rejected"] == 4 and report.counters["model_loads"] == 2
     assert "git is not installed" in report.provenance["reference_cache"]["untrusted_directory"]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import click.testing
 import pytest
+import yaml
 
 from qgate.cli import make_cli
 from qgate.errors import UsageError
@@ -148,3 +149,104 @@ def test_the_github_steps_are_a_command_registered_by_their_plugin() -> None:
     assert "cache-key|run|outputs|summary|annotate|comment" in result.output
     result = click.testing.CliRunner().invoke(make_cli(registry), ["github", "deploy"])
     assert result.exit_code == 2 and "'deploy' is not one of" in result.output
+
+
+# -- what a person reads: --json -, -v/-q, inspect, plugins, policy list ------------------------
+QUICK_POLICY = """
+name: quick
+description: one metadata floor, for the command line's tests
+checks:
+  - use: quant-floor
+    options: {min_bits_per_weight: 4}
+"""
+
+
+def _quick(tmp_path: Path) -> tuple[Path, Path, Path]:
+    policy = tmp_path / "quick.yaml"
+    policy.write_text(QUICK_POLICY)
+    good = write_fake_model(tmp_path / "good.fake.json", metadata={"bits_per_weight": 8.5})
+    bad = write_fake_model(tmp_path / "bad.fake.json", metadata={"bits_per_weight": 2.5})
+    return policy, good, bad
+
+
+def test_json_dash_writes_the_results_to_stdout_and_the_summary_to_stderr(
+    tmp_path: Path, qgate: Any
+) -> None:
+    policy, good, bad = _quick(tmp_path)
+    result = qgate("check", good, bad, "--policy", policy, "--json", "-", "-q")
+    assert result.code == 1
+    data = json.loads(result.out)  # stdout is the JSON and nothing else
+    assert data["verdict"] == "fail" and len(data["subjects"]) == 2
+    assert "qgate: FAIL (2 subjects" in result.err
+
+
+def test_two_reports_on_stdout_are_refused_before_measuring(tmp_path: Path, qgate: Any) -> None:
+    policy, good, _ = _quick(tmp_path)
+    result = qgate("check", good, "--policy", policy, "--json", "-", "--markdown", "-")
+    assert result.code == 2
+    assert "only one report can go to stdout, not --json -, --markdown -" in result.err
+    assert "checking" not in result.err  # nothing was measured
+
+
+def test_report_verbosity_lists_passes_with_v_and_only_failures_with_q(
+    tmp_path: Path, qgate: Any
+) -> None:
+    policy, good, bad = _quick(tmp_path)
+    results = tmp_path / "r.json"
+    assert qgate("check", good, bad, "--policy", policy, "--json", results, "-q").code == 1
+    normal = qgate("report", results).out
+    verbose = qgate("report", results, "-v").out
+    quiet = qgate("report", results, "-q").out
+    assert normal.index("FAIL    bad") < normal.index("PASS    good")  # failures first
+    assert "… and 1 pass (-v lists them)" in normal
+    assert "8.5000 (limit >= 4.0000)" in verbose and "-v lists" not in verbose
+    assert "PASS    good" in quiet and "8.5000" not in quiet  # a header line, no rows
+    assert "2.5000 (limit >= 4.0000)" in quiet
+    assert quiet.splitlines()[-1].startswith("qgate: FAIL")
+
+
+def test_no_color_and_force_color(
+    tmp_path: Path, qgate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy, good, bad = _quick(tmp_path)
+    results = tmp_path / "r.json"
+    qgate("check", good, bad, "--policy", policy, "--json", results, "-q")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert "\x1b[31mFAIL" in qgate("report", results).out
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in qgate("report", results).out
+
+
+def test_inspect_prints_yaml_like_text_without_python_reprs(tmp_path: Path, qgate: Any) -> None:
+    model = write_fake_model(
+        tmp_path / "m.fake.json",
+        metadata={"identity": {"name": "evil\x1b[2J\u202e", "tags": ["a", "b"]}},
+    )
+    out = qgate("inspect", model).out
+    data = yaml.safe_load(out)
+    assert data["identity"] == {"name": "evil", "tags": ["a", "b"]}
+    assert "{'" not in out and "['" not in out and "None" not in out
+    assert "\x1b" not in out and "\u202e" not in out
+
+
+def test_plugins_lists_each_checks_options(qgate: Any) -> None:
+    out = qgate("plugins").out
+    floor = out[out.index("  quant-floor") :]
+    assert "min_bits_per_weight: a number or null = " in floor.split("\n  ")[1]
+    assert "qgate-llm" in out.splitlines()[1]  # the distribution's name
+    data = json.loads(qgate("plugins", "--json").out)
+    options = {o["name"] for c in data["checks"] if c["name"] == "perplexity" for o in c["options"]}
+    assert "max_delta" in options
+
+
+def test_policy_list_says_what_each_policy_is_for_and_which_checks_it_runs(qgate: Any) -> None:
+    out = qgate("policy", "list").out
+    production = out[out.index("production:") :]
+    assert "Strict release gate" in production.splitlines()[0]
+    checks = production[production.index("checks:") : production.index("datasets:")]
+    for check in ("perplexity", "kl-divergence", "repetition", "task-accuracy", "long-context"):
+        assert check in checks
+    assert "quant-floor-moe (quant-floor, when expert_count > 0)" in " ".join(checks.split())
+    permissive = out[out.index("permissive:") : out.index("production:")]
+    assert "long-context" not in permissive and "identity" not in permissive
+    assert "datasets: en, code; inconclusive: pass" in permissive

@@ -195,7 +195,7 @@ def test_exl2_load_needs_cuda_and_exllamav2(tmp_path):
             pytest.skip("a CUDA GPU and exllamav2 are here: tests/gpu/run_gpu.sh loads real EXL2")
     with pytest.raises((BackendError, MissingExtraError)) as err:
         exl2_backend().load(folder, BackendOptions(n_ctx=64))
-    assert "CUDA GPU" in str(err.value) or "qgate[exl2]" in str(err.value)
+    assert "CUDA GPU" in str(err.value) or "qgate-llm[exl2]" in str(err.value)
 
 
 def test_exl2_unsupported_cache_type_is_refused(tmp_path):
@@ -236,3 +236,77 @@ def test_awq_load_needs_gptqmodel(tmp_path):
     folder = write_awq(tmp_path / "load")
     with pytest.raises(MissingExtraError, match="gptqmodel"):
         awq_backend().load(folder, BackendOptions(n_ctx=64, extra={"device": "cpu"}))
+
+
+def _rewrite(folder: Path, change) -> None:
+    """Load the folder's one safetensors file, let ``change`` edit its tensors, write it back."""
+    from safetensors.numpy import load_file, save_file
+
+    (file,) = folder.glob("*.safetensors")
+    tensors = load_file(str(file))
+    change(tensors)
+    save_file(tensors, str(file))
+
+
+def test_tensor_scan_names_a_nan_scale_of_an_awq_quant_and_a_zeroed_norm_of_an_exl2(tmp_path):
+    awq = write_awq(tmp_path / "awq")
+    scales = "model.layers.1.mlp.up_proj.scales"
+
+    def poison(tensors):
+        tensors[scales] = tensors[scales].copy()
+        tensors[scales][0, :3] = [np.nan, np.inf, -np.inf]
+
+    _rewrite(awq, poison)
+    faulty = {h.name: h for h in awq_backend().scan_tensors(awq) if not h.healthy}
+    assert list(faulty) == [scales]
+    assert faulty[scales].non_finite == 3
+    assert faulty[scales].values == HIDDEN // 32 * INTER  # every float16 scale looked at
+
+    exl2 = write_exl2(tmp_path / "exl2")
+    norm = "model.layers.0.input_layernorm.weight"
+    _rewrite(exl2, lambda tensors: tensors.__setitem__(norm, np.zeros(HIDDEN, np.float16)))
+    health = {h.name: h for h in exl2_backend().scan_tensors(exl2)}
+    assert [name for name, h in health.items() if not h.healthy] == [norm]
+    assert health[norm].all_zero
+    # packed integer codes are only read, never judged: no value of them can be wrong alone
+    q_weight = health["model.layers.0.mlp.up_proj.q_weight"]
+    assert q_weight.healthy and q_weight.values == 0
+
+
+def test_tensor_scan_finds_a_tensor_stored_short_under_the_next_one(tmp_path):
+    import struct
+
+    folder = tmp_path / "overlap"
+    folder.mkdir()
+    header = {
+        "a.weight": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
+        "b.weight": {"dtype": "F16", "shape": [4], "data_offsets": [4, 12]},
+    }
+    raw = json.dumps(header).encode()
+    data = np.ones(6, np.float16).tobytes()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    from qgate_hf import HFBackend
+
+    health = {h.name: h for h in HFBackend().scan_tensors(folder)}
+    assert "4 bytes short" in health["a.weight"].problem
+    assert health["b.weight"].healthy
+
+
+def test_exllamav2_runs_an_fp16_folder_for_the_runtime_floor_but_no_other_quant(tmp_path):
+    from safetensors.numpy import save_file
+
+    dense = tmp_path / "fp16"
+    dense.mkdir()
+    rng = np.random.default_rng(0)
+    tensors = _dense(rng)
+    tensors["lm_head.weight"] = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float16)
+    save_file(tensors, str(dense / "model.safetensors"))
+    (dense / "config.json").write_text(json.dumps(CONFIG))
+    exl2 = exl2_backend()
+    assert exl2.detect(dense) == 0  # not an EXL2 quant ...
+    assert exl2.runs_full_precision(dense)  # ... but exllamav2 runs it unquantized
+    assert exl2.runs_full_precision(write_exl2(tmp_path / "exl2"))
+    assert not exl2.runs_full_precision(write_awq(tmp_path / "awq"))
+    # the default: a backend runs only its own format
+    assert not awq_backend().runs_full_precision(dense)

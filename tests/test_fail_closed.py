@@ -254,7 +254,8 @@ def test_an_attestation_names_a_file_whose_name_is_not_utf8(
     model = tmp_path / "quant-\udcff.fake.json"  # the byte 0xff, as Python decodes it
     fake("plain").rename(model)
     policy = write(
-        tmp_path / "p.yaml", "checks:\n  - use: quant-floor\n    options: {min_bits_per_weight: 2}\n"
+        tmp_path / "p.yaml",
+        "checks:\n  - use: quant-floor\n    options: {min_bits_per_weight: 2}\n",
     )
     att = tmp_path / "statement.json"
     result = qgate("check", model, "--policy", policy, "--attestation", att, "-q")

@@ -2,7 +2,12 @@
 
 The F16 reference is the shipped Q4_K_M requantized to F16; Q8_0 and Q2_K are made from that
 F16 with llama.cpp, as a quant publisher would. Q8_0 must pass production and Q2_K must fail it
-on perplexity and KL divergence, with the failures in every output format. A few minutes on 2 cores.
+on perplexity and KL divergence, with the failures in every output format.
+
+The test runs every check and floor of production, on smaller samples (``TEST_SIZED``): the
+shipped sample sizes took 17 minutes on 2 cores, these 3-4. Production at its own sizes on the
+same three models is the recorded README run (``docs/runs/gemma-production.json``), which
+``tests/test_readme_figures.py`` holds the README to.
 """
 
 from __future__ import annotations
@@ -17,8 +22,26 @@ from tests.conftest import needs_gemma
 
 pytestmark = [needs_gemma, pytest.mark.gemma]
 
+# production with every check, floor and severity as shipped; only the samples shrink: 3 chunks
+# per corpus instead of 8, shorter generations, 5 tasks per tier, and one 2K sequence with an f16
+# cache for long-context (the q8_0 sweep at 4K is in the recorded run).
+TEST_SIZED = """
+name: production-test-sized
+extends: production
+evaluation: {chunks: 3}
+checks:
+  - use: repetition
+    options: {max_tokens: 32}
+  - use: task-accuracy
+    options: {tasks_per_tier: 5}
+  - use: long-context
+    options: {context: 2048, kv_cache: [f16], max_sequences: 1}
+"""
+
 
 def test_production_passes_q8_0_and_fails_q2_k(qgate, tmp_path, gemma_ladder):
+    policy = tmp_path / "production-test-sized.yaml"
+    policy.write_text(TEST_SIZED)
     out = {
         name: tmp_path / f"gemma.{ext}"
         for name, ext in (("json", "json"), ("junit", "xml"), ("html", "html"), ("markdown", "md"))
@@ -31,7 +54,7 @@ def test_production_passes_q8_0_and_fails_q2_k(qgate, tmp_path, gemma_ladder):
         "--reference",
         gemma_ladder["F16"],
         "--policy",
-        "production",
+        policy,
         *args,
         "-q",
     )
@@ -61,24 +84,30 @@ def test_production_passes_q8_0_and_fails_q2_k(qgate, tmp_path, gemma_ladder):
     q2_ppl = {r.name: r for r in q2.results}["perplexity.ppl_delta"]
     assert q2_ppl.interval is not None and q2_ppl.interval.low > 0.10  # the 2-bit cliff, not noise
 
-    # generation: Gemma 270M loops under greedy decoding even at F16, so the checks
-    # judge against the reference's own rate; the 2-bit quant still collapses more often
-    def generation(subject, name):
-        return next(r for r in subject.results if r.check == name)
+    # generation: Gemma 270M loops under greedy decoding even at F16 and scores below 20 % on every
+    # task tier, so on this model the generation checks carry little signal (at production's
+    # 64 tokens Q8_0 collapsed on 80 % of prompts, Q2_K on 73 %, the reference on 70 % in one CI
+    # run). They must still run on both quants, judge collapse against the reference's own rate
+    # and say the signal is weak, and turn a tier without signal into a skip, not a verdict.
+    generation = [
+        r for s in (q8, q2) for r in s.results if r.check in ("repetition", "task-accuracy")
+    ]
+    assert generation and all(r.verdict is not Verdict.ERROR for r in generation)
+    for subject in (q8, q2):
+        rep = next(r for r in subject.results if r.check == "repetition")
+        reference_rate = rep.details["reference_collapse_rate"]
+        assert rep.value == pytest.approx(rep.details["subject_collapse_rate"] - reference_rate)
+        assert ("weak signal" in rep.message) == (reference_rate > 0.5), rep.message
+        for tier in (
+            r for r in subject.results if r.name.startswith("task-accuracy.accuracy_drop")
+        ):
+            no_signal = "carries no signal" in tier.message
+            assert no_signal == (tier.verdict is Verdict.SKIP), tier.message
 
-    q8_rep, q2_rep = generation(q8, "repetition"), generation(q2, "repetition")
-    q8_acc = [r for r in q8.results if r.check == "task-accuracy"]
-    q2_acc = [r for r in q2.results if r.check == "task-accuracy"]
-    assert q8_acc and q2_acc and all(r.verdict is not Verdict.ERROR for r in q8_acc + q2_acc)
-    drops = [sum((r.value or 0) for r in acc if r.value is not None) for acc in (q8_acc, q2_acc)]
-    assert (
-        q2_rep.details["subject_collapse_rate"] > q8_rep.details["subject_collapse_rate"]
-        or drops[1] > drops[0]
-    ), (q8_rep.message, q2_rep.message, drops)
-
-    # one load per model, one scoring pass per model and chunk, shared by both checks
+    # one load per model, one scoring pass per model and chunk: perplexity scores it, and
+    # kl-divergence and runtime-parity reuse it on each of the two quants
     assert report.counters["model_loads"] == 3
-    assert report.counters["scoring_pass_reuses"] == 2
+    assert report.counters["scoring_pass_reuses"] == 2 * 2
 
     suites = {s.get("name"): s for s in ET.parse(out["junit"]).getroot().findall("testsuite")}
     assert int(suites["gemma-q8_0.gguf"].get("failures")) == 0

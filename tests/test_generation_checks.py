@@ -47,6 +47,10 @@ def test_a_looping_quant_fails_and_the_report_shows_the_loop(qgate, fake, tmp_pa
     assert code == 1 and result.verdict is Verdict.FAIL
     assert result.details["subject_collapse_rate"] > 0.9
     assert result.details["reference_collapse_rate"] < 0.1
+    flips = result.details["flips"]  # healthy with the reference, collapsed with the subject
+    assert flips["right_to_wrong"] > 0.9 * flips["items"] and flips["wrong_to_right"] == 0
+    assert flips["mcnemar_p"] < 1e-6
+    assert "Healthy outputs flipped vs the reference" in [t.title for t in result.figures.tables]
     assert "worst prompt:" in result.message
     samples = result.figures.samples
     assert samples and any(s.subject_highlight for s in samples)
@@ -160,7 +164,7 @@ def test_unknown_tier_is_a_policy_error(qgate, fake, tmp_path):
         "-q",
     )
     report = RunReport.from_dict(json.loads((tmp_path / "r.json").read_text()))
-    assert result.code == 1
+    assert result.code == 2  # a policy error found while running: the report is still written
     assert report.subjects[0].results[0].verdict is Verdict.ERROR
     assert "unknown tiers ['one_stpe']" in report.subjects[0].results[0].message
 

@@ -46,7 +46,7 @@ checks:
 
 def write_tiny_hf(folder: Path, seed: int = 0, hidden: int = 64) -> Path:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -59,6 +59,10 @@ def write_tiny_hf(folder: Path, seed: int = 0, hidden: int = 64) -> Path:
         show_progress=False,
     )
     tok.train_from_iterator([CORPUS], trainer)
+    # the tokenizer adds its BOS itself, as Llama's does: qgate's backends add one only then
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     fast.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
     config = LlamaConfig(
@@ -359,7 +363,7 @@ def test_token_sequences_compared_across_tokenizer_families(qgate, tmp_path, tin
             info.extra["tokenizer_family"] = "another-format"
         return info
 
-    monkeypatch.setattr("qgate_hf.base_info", other_family)
+    monkeypatch.setattr("qgate_transformers.folder.base_info", other_family)
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     out = tmp_path / "r.json"

@@ -155,8 +155,8 @@ def test_plugins_json_lists_every_builtin(qgate: Callable[..., Any]) -> None:
         rows = {row["name"]: row for row in data[kind]}
         assert expected <= set(rows), (kind, sorted(rows))
         for name in expected:
-            assert rows[name]["provider"].startswith("qgate "), rows[name]
-            assert rows[name]["plugin"].startswith("qgate:"), rows[name]
+            assert rows[name]["provider"].startswith("qgate-llm "), rows[name]
+            assert rows[name]["plugin"].startswith("qgate-llm:"), rows[name]
             assert rows[name]["description"], rows[name]
     checks = {row["name"]: row for row in data["checks"]}
     options = {o["name"]: o for o in checks["perplexity"]["options"]}
@@ -171,15 +171,15 @@ def test_plugins_text_output(qgate: Callable[..., Any]) -> None:
     assert result.out.startswith("backends:\n")
     lines = result.out.splitlines()
     for name in BUILTIN["checks"] | BUILTIN["reporters"]:
-        assert any(line.split()[:1] == [name] and "qgate 0.1.0" in line for line in lines), name
+        assert any(line.split()[:1] == [name] and "qgate-llm 0.1.0" in line for line in lines), name
 
 
 def test_provenance_of_builtins() -> None:
     registry = Registry.from_environment()
     assert names(registry)["checks"] >= BUILTIN["checks"]
-    assert registry.reporters["html"].plugin == "qgate:html"
-    assert registry.checks["kl-divergence"].plugin == "qgate:kl-divergence"
-    assert registry.backends["fake"].provider == f"qgate {QGATE_VERSION}"
+    assert registry.reporters["html"].plugin == "qgate-llm:html"
+    assert registry.checks["kl-divergence"].plugin == "qgate-llm:kl-divergence"
+    assert registry.backends["fake"].provider == f"qgate-llm {QGATE_VERSION}"
     assert registry.backend("fake").name == "fake"
 
 
@@ -200,7 +200,7 @@ def test_block_drops_the_html_reporter() -> None:
 
 
 def test_block_by_distribution_name_drops_everything_it_provides() -> None:
-    registry = Registry(make_plugin_manager(block=["qgate"]))
+    registry = Registry(make_plugin_manager(block=["qgate-llm"]))
     found = names(registry)
     assert not (found["backends"] & BUILTIN["backends"])
     assert not (found["checks"] & BUILTIN["checks"])
@@ -381,7 +381,7 @@ def test_plugin_shadowing_a_builtin_names_both_providers() -> None:
         Registry(pm)
     message = str(exc.value)
     assert "two plugins register the check 'perplexity'" in message
-    assert f"'qgate:perplexity' from qgate {QGATE_VERSION}" in message
+    assert f"'qgate-llm:perplexity' from qgate-llm {QGATE_VERSION}" in message
     assert "'ShadowsPerplexity' from object ShadowsPerplexity" in message
 
 

@@ -59,6 +59,12 @@ def test_production_loads(checks: dict[str, Any]) -> None:
         "quant-floor",
         "quant-floor-moe",
         "identity",
+        "tokenizer-parity",
+        "special-tokens",
+        "chat-template",
+        "config-parity",
+        "tensor-integrity",
+        "runtime-parity",
     ]
     assert [c.use for c in policy.checks] == [
         "perplexity",
@@ -69,6 +75,12 @@ def test_production_loads(checks: dict[str, Any]) -> None:
         "quant-floor",
         "quant-floor",
         "identity",
+        "tokenizer-parity",
+        "special-tokens",
+        "chat-template",
+        "config-parity",
+        "tensor-integrity",
+        "runtime-parity",
     ]
     assert policy.on_inconclusive == "warn"
     assert policy.backend.n_ctx == 512
@@ -114,16 +126,16 @@ def test_permissive_loads(checks: dict[str, Any]) -> None:
 def test_policy_validate_shipped(qgate: Callable[..., Any]) -> None:
     result = qgate("policy", "validate", "production", "permissive")
     assert result.code == 0, result
-    assert "production: ok (8 checks, policy 'production')" in result.out
+    assert "production: ok (14 checks, policy 'production')" in result.out
     assert "permissive: ok (5 checks, policy 'permissive')" in result.out
 
 
 def test_policy_list(qgate: Callable[..., Any]) -> None:
     result = qgate("policy", "list")
     assert result.code == 0, result
-    listed = {line.split()[0]: line.split()[1] for line in result.out.splitlines() if line.strip()}
-    assert Path(listed["production"]).name == "production.yaml"
-    assert Path(listed["permissive"]).name == "permissive.yaml"
+    files = [line.split()[-1] for line in result.out.splitlines() if "file:" in line]
+    assert sorted(Path(f).name for f in files) == ["permissive.yaml", "production.yaml"]
+    assert "production: Strict release gate" in result.out  # each policy says what it is
 
 
 def test_unknown_shipped_name_suggests(qgate: Callable[..., Any]) -> None:
@@ -154,7 +166,7 @@ def test_policy_show_yaml_has_defaults_filled_in(qgate: Callable[..., Any]) -> N
     assert checks["kl-divergence"]["options"]["max_median"] is None
     moe = checks["quant-floor-moe"]["options"]
     assert moe["forbidden_tensor_types"] == {}
-    assert moe["kv_cache_above_context"] == 0
+    assert moe["kv_cache_from_context"] == 0
     assert data["backend"]["seed"] == 1234  # backend defaults too
     assert data["evaluation"]["bootstrap"] == 2000
 
@@ -431,6 +443,12 @@ def test_policy_must_be_a_mapping(checks: dict[str, Any], tmp_path: Path, text: 
                 "long-context",
                 "quant-floor",
                 "identity",
+                "tokenizer-parity",
+                "special-tokens",
+                "chat-template",
+                "config-parity",
+                "tensor-integrity",
+                "runtime-parity",
             )
         )
         + "  - {use: quant-floor, id: quant-floor-moe, enabled: false}\n",
@@ -501,6 +519,12 @@ def test_extends_shipped_name(checks: dict[str, Any], tmp_path: Path) -> None:
         "quant-floor",
         "quant-floor-moe",
         "identity",
+        "tokenizer-parity",
+        "special-tokens",
+        "chat-template",
+        "config-parity",
+        "tensor-integrity",
+        "runtime-parity",
     ]
     ppl = policy.check_options["perplexity"]
     assert ppl.max_delta == 0.05  # overridden

@@ -132,9 +132,9 @@ def test_provenance_records_what_was_measured(run):
         assert datasets[name]["source"] == f"builtin:{name}"
     # plugins with distribution and version
     plugins = {p["plugin"]: p for p in prov["plugins"]}
-    assert plugins["qgate:perplexity"]["distribution"] == "qgate"
-    assert plugins["qgate:perplexity"]["version"] == __version__
-    assert "check:perplexity" in plugins["qgate:perplexity"]["provides"]
+    assert plugins["qgate-llm:perplexity"]["distribution"] == "qgate-llm"
+    assert plugins["qgate-llm:perplexity"]["version"] == __version__
+    assert "check:perplexity" in plugins["qgate-llm:perplexity"]["provides"]
     # backend libraries: every one named, installed or not
     assert set(prov["libraries"]) == set(BACKEND_LIBRARIES)
     assert prov["libraries"]["numpy"] == np.__version__
@@ -424,9 +424,11 @@ def test_attestation_predicate_carries_the_verdict_and_what_it_rests_on(run):
         d["domain"]: d["sha256"] for d in results["provenance"]["datasets"]
     }
     assert predicate["qgateVersion"] == __version__
-    assert {"plugin": "qgate:perplexity", "distribution": "qgate", "version": __version__} in (
-        predicate["plugins"]
-    )
+    assert {
+        "plugin": "qgate-llm:perplexity",
+        "distribution": "qgate-llm",
+        "version": __version__,
+    } in (predicate["plugins"])
     assert predicate["startedAt"].endswith("Z") and predicate["finishedAt"].endswith("Z")
 
 

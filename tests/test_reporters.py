@@ -22,6 +22,7 @@ import pytest
 from qgate import hookspecs
 from qgate.figures import Chart, Figures
 from qgate.results import (
+    VERDICT_ORDER,
     CheckResult,
     Comparison,
     Interval,
@@ -30,6 +31,7 @@ from qgate.results import (
     SubjectReport,
     Verdict,
 )
+from qgate.terminal import Terminal
 from qgate_reporters import charts, console, html, json_report, junit, markdown
 
 SCRIPT = "<script>alert(1)</script>"
@@ -746,15 +748,56 @@ def test_markdown_headline_and_footer(report: RunReport) -> None:
     assert "INCOMPLETE RUN" in incomplete and "run incomplete" in incomplete
 
 
-def test_markdown_one_row_per_result(report: RunReport) -> None:
+def result_rows(text: str) -> list[list[str]]:
+    """Body rows of the subjects' result tables (not the matrix, not the ladder)."""
+    header = "| Check | Verdict | Value | Interval | Threshold | Message |"
+    rows = []
+    for block in text.split(header)[1:]:
+        rows += table_rows(header + block)[: block.count("\n|") - 1]
+    return rows
+
+
+def test_markdown_one_row_per_result_failing_rows_first(report: RunReport) -> None:
     text = markdown.MarkdownReporter().render(report)
-    rows = table_rows(text)
-    expected = [r for s in report.subjects for r in s.results]
+    rows = result_rows(text)
+    order = list(VERDICT_ORDER)
+    expected = [
+        r for s in report.subjects for r in sorted(s.results, key=lambda r: order.index(r.verdict))
+    ]
     assert len(rows) == len(expected)
     assert all(len(row) == 6 for row in rows)
     assert [row[1] for row in rows] == [f"**{r.verdict.value.upper()}**" for r in expected]
     assert text.count("| Check | Verdict | Value | Interval | Threshold | Message |") == 2
     assert "_No results._" in text  # the subject without results
+
+
+def test_markdown_opens_with_the_verdict_matrix(report: RunReport) -> None:
+    text = markdown.MarkdownReporter().render(report)
+    matrix = text.index("| Quant | Verdict | perplexity |")
+    assert matrix < text.index("### ")  # before any subject's table
+    header = text[matrix:].splitlines()[0]
+    assert header == (
+        "| Quant | Verdict | perplexity | kl-divergence | generation | long-context | quant-floor |"
+    )
+    rows = table_rows(text[matrix:])[:3]
+    assert rows[0][:3] == ["llama-Q4\\_K\\_M", "**🛑 ERROR**", "❌ FAIL"]
+    assert rows[0][3:6] == ["❌ FAIL", "⏭️ SKIP", "🛑 ERROR"] and rows[0][6] == ""
+    assert rows[1][1] == "**❌ FAIL**" and rows[1][2] == "❌ FAIL" and rows[1][6] == "✅ PASS"
+    assert rows[2][1] == "**⏭️ SKIP**" and set(rows[2][2:]) == {""}
+
+
+def test_markdown_folds_passing_subjects_and_puts_blocking_ones_first() -> None:
+    passing = subject_empty()
+    passing.path, passing.info = "/models/q8.gguf", {"label": "q8"}
+    passing.results = [_result("perplexity", "ppl_ratio", Verdict.PASS, "fine", value=1.0)]
+    failing = subject_b()
+    text = markdown.MarkdownReporter().render(RunReport(policy="p", subjects=[passing, failing]))
+    assert text.index("### 模型 Q2") < text.index("<details>")
+    folded = text[text.index("<details>") : text.index("</details>")]
+    assert "<summary><b>q8: ✅ PASS</b> (1 pass)</summary>" in folded
+    assert "| perplexity.ppl\\_ratio | **PASS** |" in folded
+    rows = table_rows(text[: text.index("### ")])  # the matrix: the failing subject first
+    assert [row[0] for row in rows[:2]][1] == "q8" and rows[0][1] == "**❌ FAIL**"
 
 
 def test_markdown_escapes_model_strings(report: RunReport) -> None:
@@ -771,15 +814,25 @@ def test_markdown_escapes_model_strings(report: RunReport) -> None:
 
 
 def test_markdown_values_intervals_thresholds(report: RunReport) -> None:
-    rows = table_rows(markdown.MarkdownReporter().render(report))
-    assert rows[0][2:5] == ["1.0142", "\\[1.0100, 1.0180\\] 95%", "&lt;= 1.0200"]
-    assert rows[2][2] == "75.10%" and rows[2][4] == "&gt;= 80.00%"
-    assert rows[5][2] == "nan"
-    assert rows[7][3] == "\\[1.5000, 1.6200\\] 90%"
+    rows = result_rows(markdown.MarkdownReporter().render(report))
+    by_name = {row[0]: row for row in rows[:6]}  # subject a: one row per metric
+    assert by_name["perplexity.ppl\\_ratio"][2:5] == [
+        "1.0142",
+        "\\[1.0100, 1.0180\\] 95%",
+        "&lt;= 1.0200",
+    ]
+    agreement = by_name["kl-divergence.top1\\_agreement"]
+    assert agreement[2] == "75.10%" and agreement[4] == "&gt;= 80.00%"
+    assert by_name["perplexity.ppl\\_ratio\\[code\\]"][2] == "nan"
+    assert rows[6][3] == "\\[1.5000, 1.6200\\] 90%"  # subject b's failure before its pass
 
 
 # --------------------------------------------------------------------------------------------
 # console
+
+
+def console_text(report: RunReport, **terminal: Any) -> str:
+    return console.ConsoleReporter().render_for(report, Terminal(**terminal))
 
 
 def test_console_table(report: RunReport) -> None:
@@ -787,8 +840,8 @@ def test_console_table(report: RunReport) -> None:
     lines = text.splitlines()
     assert all(console.text_width(line) <= console.LINE_WIDTH for line in lines)
     assert "\x1b" not in text and "\x00" not in text
-    assert any(line.startswith("llama-Q4_K_M  [ERROR]") for line in lines)
-    for verdict in ("PASS", "FAIL", "WARN", "SKIP", "ERROR"):
+    assert any(line.startswith("ERROR   llama-Q4_K_M  (gguf, /models/llama") for line in lines)
+    for verdict in ("FAIL", "WARN", "SKIP", "ERROR"):
         assert any(line.lstrip().startswith(verdict) for line in lines)
     row = next(line for line in lines if "kl-divergence.kld_p99" in line)
     assert "0.9800 [0.9100, 1.0500] (limit <= 0.5000)" in row
@@ -800,17 +853,89 @@ def test_console_table(report: RunReport) -> None:
     assert "model loads: 3" in lines[-2]
 
 
-def test_console_truncates_long_messages_and_wide_text(report: RunReport) -> None:
-    report.subjects[0].results[0].message = "x" * 500
-    report.subjects[1].results[0].message = "模" * 300
+def test_console_lists_failures_first_and_counts_the_passes(report: RunReport) -> None:
+    lines = console.ConsoleReporter().render(report).splitlines()
+    first = lines.index(next(line for line in lines if line.startswith("ERROR   llama")))
+    verdicts = [line.split()[0] for line in lines[first + 2 : first + 7]]
+    assert verdicts == ["ERROR", "FAIL", "FAIL", "WARN", "SKIP"]  # worst first
+    assert lines[first + 7] == "  … and 1 pass (-v lists them)"
+    assert "ppl_ratio within limit" not in "\n".join(lines)  # the passing row is not listed
+    verbose = console_text(report, verbosity=1)
+    assert "ppl_ratio within limit" in verbose and "-v lists" not in verbose
+
+
+def test_console_quiet_keeps_only_what_blocks(report: RunReport) -> None:
+    text = console_text(report, verbosity=-1)
+    assert "WARN" not in text.replace("1 warn", "") and "top-1 agreement" not in text
+    assert "kld_p99 too high" in text
+    assert "SKIP    /models/empty.gguf  (gguf)  no results" in text  # its header, nothing more
+    assert "(no results)" not in text
+    assert "Quant ladder" not in text and "model loads" not in text
+    assert text.splitlines()[-1].startswith("qgate: ERROR (3 subjects")
+
+
+def test_console_fits_the_terminal_width(report: RunReport) -> None:
+    report.subjects[0].results[1].message = "x" * 500
+    report.subjects[1].results[1].message = "模" * 300
+    for width in (60, 80, 200):
+        out = console_text(report, width=width)
+        assert all(console.text_width(line) <= width for line in out.splitlines()), width
+    assert "…" in console_text(report, width=80) and "x" * 500 not in console_text(report)
+    wide = console_text(report, width=600, verbosity=1)
+    assert "x" * 500 in wide  # -v on a wide terminal: the whole message
+
+
+def test_console_narrows_a_value_by_whole_parts_not_mid_word(report: RunReport) -> None:
+    """A value column too narrow for value, interval and limit drops the limit (the message
+    repeats it), then the interval; the message gets the columns the values left over."""
+
+    def row(width: int) -> str:
+        out = console_text(report, width=width)
+        return next(line for line in out.splitlines() if "kld_p99 too high" in line)
+
+    assert "0.9800 [0.9100, 1.0500] (limit <= 0.5000)  kld_p99" in row(200)
+    assert "0.9800 [0.9100, 1.0500]   kld_p99" in row(100)  # the limit dropped, whole
+    assert "  0.9800  kld_p99" in row(60)  # then the interval
+    for width in (60, 80, 100):
+        assert "(lim…" not in console_text(report, width=width)
+
+
+def test_console_verbose_wraps_long_messages_instead_of_cutting_them(report: RunReport) -> None:
+    report.subjects[0].results[1].message = " ".join(f"word{i}" for i in range(120))
+    out = console_text(report, width=100, verbosity=1)
+    assert all(console.text_width(line) <= 100 for line in out.splitlines())
+    words = re.findall(r"word\d+…?", out)
+    assert words == [f"word{i}" for i in range(120)]  # every word, none cut
+
+
+def test_console_colours_verdicts_only_when_asked(report: RunReport) -> None:
+    plain = console_text(report, colour=False)
+    coloured = console_text(report, colour=True)
+    assert "\x1b" not in plain
+    assert "\x1b[31mFAIL   \x1b[0m" in coloured and "\x1b[1;31mERROR  \x1b[0m" in coloured
+    assert "qgate: \x1b[1;31mERROR\x1b[0m (3 subjects" in coloured
+    # a label's own escape codes are removed before qgate adds its colours
+    report.subjects[1].info["label"] = "evil\x1b[2J\x1b]0;title\x07"
+    text = console_text(report, colour=True)
+    assert "\x1b[2J" not in text and "\x1b]0;" not in text and "evil" in text
+    assert set(re.findall(r"\x1b\[[0-9;]*m", text)) <= {
+        "\x1b[0m",
+        "\x1b[31m",
+        "\x1b[1;31m",
+        "\x1b[33m",
+        "\x1b[32m",
+        "\x1b[2m",
+    }
+
+
+def test_console_truncates_wide_text(report: RunReport) -> None:
     text = console.ConsoleReporter().render(make_report(incomplete=True))
-    text_long = console.ConsoleReporter().render(report)
-    for out in (text, text_long):
-        assert all(console.text_width(line) <= console.LINE_WIDTH for line in out.splitlines())
-    assert "…" in text_long and "x" * 500 not in text_long
+    assert all(console.text_width(line) <= console.LINE_WIDTH for line in text.splitlines())
     assert "INCOMPLETE" in text.splitlines()[-1]
     assert console.fit("模型abc", 4, pad=False) == "模…"
     assert console.text_width(console.fit("ab", 5)) == 5
+    assert console.wrap("aaa bbb ccc", 7) == ["aaa bbb", "ccc"]
+    assert console.wrap("abcdefghij", 4) == ["abcd", "efgh", "ij"]
 
 
 def test_tick_labels_are_distinct_and_zero_is_zero() -> None:

@@ -120,7 +120,7 @@ def test_plugins_lists_the_third_party_check(site_dir: Path, tmp_path: Path) -> 
     assert opt["type"] == "an integer"
     assert opt["required"] is True
     for builtin in ("perplexity", "kl-divergence", "quant-floor"):  # alongside, not instead
-        assert checks[builtin]["provider"].startswith("qgate ")
+        assert checks[builtin]["provider"].startswith("qgate-llm ")
 
 
 def test_third_party_check_fails_the_gate(site_dir: Path, tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ def write_tiny_llama(
     delta: dict[str, float] | None = None,
     delta_seed: int = 99,
     vocab_extra: int = 0,
+    q8_0: bool = False,
+    nan_blocks: dict[str, int] | None = None,
+    add_bos: bool | None = None,
+    rope_base: float | None = None,
 ) -> Path:
     """Write a random-weight llama GGUF in F32.
 
@@ -33,6 +37,12 @@ def write_tiny_llama(
         to make a "fine-tune" of the model with the same ``seed``.
     :param vocab_extra: extra ordinary tokens (``<extra_N>``) appended to the byte vocabulary,
         to make a model whose tokenizer differs from the default one.
+    :param q8_0: store the weight matrices as Q8_0 (quantized here by the ``gguf`` package).
+    :param nan_blocks: tensor name -> how many of its first Q8_0 blocks get a NaN scale, as in
+        published quants with NaN block scales (needs ``q8_0``).
+    :param add_bos: write ``tokenizer.ggml.add_bos_token`` (llama.cpp's default for this
+        vocabulary, without it: add one); False as in Qwen's GGUF files.
+    :param rope_base: write ``llama.rope.freq_base`` (without it llama.cpp runs with 10000).
     """
     import gguf
 
@@ -53,7 +63,9 @@ def write_tiny_llama(
     writer.add_head_count_kv(n_head)
     writer.add_rope_dimension_count(n_embd // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if rope_base is not None:
+        writer.add_rope_freq_base(rope_base)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if q8_0 else gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores([0.0] * n_vocab)
@@ -65,6 +77,8 @@ def write_tiny_llama(
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
+    if add_bos is not None:
+        writer.add_add_bos_token(add_bos)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
 
@@ -73,7 +87,14 @@ def write_tiny_llama(
         for pattern, amount in (delta or {}).items():
             if pattern in name:
                 data += delta_rng.standard_normal(shape).astype(np.float32) * amount
-        writer.add_tensor(name, data)
+        if not q8_0:
+            writer.add_tensor(name, data)
+            return
+        kind = gguf.GGMLQuantizationType.Q8_0
+        packed = gguf.quants.quantize(data, kind)
+        blocks = packed.reshape(-1, gguf.GGML_QUANT_SIZES[kind][1])
+        blocks[: (nan_blocks or {}).get(name, 0), 0:2] = np.frombuffer(b"\x00\x7e", np.uint8)
+        writer.add_tensor(name, packed, raw_dtype=kind)
 
     def norm(name: str) -> None:
         writer.add_tensor(name, np.ones(n_embd, dtype=np.float32))

@@ -1,4 +1,4 @@
-"""The awq backend: AutoAWQ-format checkpoints through transformers (``pip install 'qgate[awq]'``).
+"""The awq backend: AutoAWQ-format checkpoints through transformers (``pip install 'qgate-llm[awq]'``).
 
 An AWQ model is a Hugging Face folder whose ``config.json`` has ``quantization_config`` with
 ``quant_method: awq`` (``bits``, ``group_size``, ``version`` gemm/gemv) and whose linear layers
@@ -22,6 +22,7 @@ from qgate.errors import BackendError, MissingExtraError
 from qgate.hookspecs import hookimpl
 from qgate.progress import Progress
 from qgate_transformers.folder import HFFolder, base_info, folder_quantization, read_folder
+from qgate_transformers.integrity import SafetensorsScan
 from qgate_transformers.model import TransformersModel
 from qgate_transformers.quantized import quantized_sizes
 from qgate_transformers.runtime import import_torch, import_transformers
@@ -113,7 +114,7 @@ class AWQModel(TransformersModel):
         return kwargs
 
 
-class AWQBackend(Backend):
+class AWQBackend(SafetensorsScan, Backend):
     name = "awq"
     description = (
         "AutoAWQ checkpoints (quant_method awq, gemm/gemv) through transformers + gptqmodel; "

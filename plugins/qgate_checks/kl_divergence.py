@@ -3,7 +3,12 @@
 The sharper measure used by llama.cpp's maintainers: mean, median and tail (p99, p99.9) of the
 per-token KL divergence, and the top-1 agreement ("same top p"). Every statistic is in the
 report's table per domain; each one with a floor in the policy also becomes a judged result with
-a bootstrap interval over chunks.
+a bootstrap interval over chunks, and the tail (p99, p99.9) is always a result, reported only
+where the policy sets no limit.
+
+Beside every statistic stands the measurement's noise floor (the reference against itself, see
+``kld_evidence``); a limit below it is refused as a policy error. The report also lists the
+tokens where the subject departs most from the reference, with the text before each.
 """
 
 from __future__ import annotations
@@ -13,13 +18,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qgate.check import Check, CheckContext
+from qgate.check import Check, CheckContext, describe
 from qgate.figures import KLD_MEAN, Table
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.results import CheckResult, Comparison
 from qgate.scoring.paired import PairedScores
+from qgate.stats import state_evidence
 from qgate_checks._common import pooled, select_domains, token_rows
+from qgate_checks.kld_evidence import (
+    FloorView,
+    disagreement_table,
+    floor_table,
+    refuse_limits_below_floor,
+)
 
 
 @dataclass
@@ -35,9 +47,17 @@ class KLDivergenceOptions:
         maximum=1,
     )
     domains: list[str] | None = option(None, "only these dataset domains (default: all)")
+    top_tokens: int = option(
+        8,
+        "tokens where the subject departs most, shown in the report with their contexts",
+        minimum=0,
+    )
 
 
 Statistic = Callable[[PairedScores, np.ndarray], float]
+
+#: reported on every run, judged only where the policy sets a limit
+TAILS = ("kld_p99", "kld_p999")
 
 STATISTICS: list[tuple[str, str, Statistic, Comparison]] = [
     ("kld_mean", "max_mean", lambda s, rows: float(s.kld[rows].mean()), Comparison.LE),
@@ -65,23 +85,34 @@ class KLDivergenceCheck(Check[KLDivergenceOptions]):
         domains = select_domains(ctx, options.domains)
         if not domains:
             return [ctx.skip(f"no dataset domain matches {options.domains}")]
+        floor = FloorView.of(ctx, [s.domain for s in domains])
+        refuse_limits_below_floor(ctx, floor)
         scores = pooled(domains)
         everything = np.arange(len(scores.kld))
         results = []
         thresholded = [row for row in STATISTICS if getattr(options, row[1]) is not None]
         judged = thresholded or STATISTICS[:1]  # nothing to judge: report the mean
+        # the tail is always reported beside the judged statistics: p99.9 is what quant
+        # publishers rank by, and a reported-only result passes whatever its value
+        judged += [row for row in STATISTICS if row[0] in TAILS and row not in judged]
+        floor_record = floor.record(ctx)
         for metric, option_name, statistic, comparison in judged:
             value = statistic(scores, everything)
             interval = ctx.bootstrap(scores.n_chunks, _over_chunks(statistic, scores))
             unit = "%" if metric == "top1_agreement" else ""
+            threshold = getattr(options, option_name)
+            message = describe(metric, value, threshold, comparison, interval, unit)
+            note = floor.note(metric)
             results.append(
                 ctx.result(
                     metric,
                     value,
-                    threshold=getattr(options, option_name),
+                    threshold=threshold,
                     comparison=comparison,
                     interval=interval,
                     unit=unit,
+                    message=f"{message}; {note}" if note else message,
+                    details={"noise_floor": floor_record},
                 )
             )
         # the mean is the ladder's quality figure, judged or not
@@ -97,10 +128,13 @@ class KLDivergenceCheck(Check[KLDivergenceOptions]):
                 ]
             )
         columns = ["domain", "tokens", "mean", "median", "p99", "p99.9", "top-1 agreement"]
-        results[0].figures.tables.append(
-            Table("KL divergence by domain (nats)", columns, table_rows)
-        )
-        return results
+        tables = results[0].figures.tables
+        tables.append(Table("KL divergence by domain (nats)", columns, table_rows))
+        tables.append(floor_table(ctx, floor))
+        departures = disagreement_table(ctx, domains, options.top_tokens)
+        if departures is not None:
+            tables.append(departures)
+        return [state_evidence(r, sample=scores.n_chunks, sample_unit="chunks") for r in results]
 
 
 def _over_chunks(statistic: Statistic, scores: PairedScores) -> Callable[[np.ndarray], float]:

@@ -18,6 +18,7 @@ from qgate.figures import PPL_DELTA, Table
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.results import CheckResult, Comparison
+from qgate.stats import state_evidence
 from qgate_checks._common import pooled, select_domains
 
 
@@ -95,6 +96,7 @@ class PerplexityCheck(Check[PerplexityOptions]):
                     headlines={PPL_DELTA.key: delta} if overall else None,
                 )
             )
+            state_evidence(results[-1], sample=s.n_chunks, sample_unit="chunks")
         columns = ["domain", "chunks", "tokens", "PPL reference", "PPL subject", "delta"]
         columns.append(f"{ctx.confidence * 100:g}% interval")
         results[0].figures.tables.append(Table("Perplexity by domain", columns, rows))

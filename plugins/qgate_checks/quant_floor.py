@@ -3,7 +3,7 @@
 Below 4 bits quality loss becomes a cliff, mixture-of-experts models lose more at the same bits,
 and a quantized KV cache hurts long contexts. These floors catch the obvious cases in
 milliseconds, from metadata alone: minimum bits per weight, tensor types forbidden for named
-tensors (globs), and a KV cache type floor above a context size.
+tensors (globs), and a KV cache type floor from a context size on (inclusive).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from qgate.errors import PolicyError
 from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.results import CheckResult, Comparison, SkipCause
+from qgate.stats import exact_evidence
 
 
 @dataclass
@@ -27,8 +28,11 @@ class QuantFloorOptions:
         help="tensor-name glob -> tensor types it must not have, e.g. {'output.weight': [Q2_K]}",
     )
     min_kv_cache: str | None = option(None, "least precise KV cache type allowed (e.g. q8_0)")
-    kv_cache_above_context: int = option(
-        0, "apply min_kv_cache only when the context is larger than this many tokens", minimum=0
+    kv_cache_from_context: int = option(
+        0,
+        "apply min_kv_cache to every run at this context or longer (inclusive: 4096 covers a "
+        "run at exactly 4,096 tokens)",
+        minimum=0,
     )
 
 
@@ -52,6 +56,7 @@ class QuantFloorCheck(Check[QuantFloorOptions]):
                     message=f"{bpw:.3f} bits per weight ({info.file_type or 'unknown type'})"
                     if bpw is not None
                     else "the backend does not report bits per weight",
+                    details=exact_evidence(),
                 )
             )
         if options.forbidden_tensor_types:
@@ -73,7 +78,7 @@ class QuantFloorCheck(Check[QuantFloorOptions]):
                     comparison=Comparison.LE,
                     message=f"{len(offending)} tensors of a forbidden type"
                     + (f": {shown}" if offending else ""),
-                    details={"offending": offending},
+                    details={"offending": offending, **exact_evidence()},
                 )
             )
         if options.min_kv_cache is not None:
@@ -92,12 +97,11 @@ class QuantFloorCheck(Check[QuantFloorOptions]):
                 f"unknown KV cache type {options.min_kv_cache!r}; known: {', '.join(KV_CACHE_BITS)}",
                 key_path=f"checks[{ctx.spec.key}].options.min_kv_cache",
             )
-        applicable = [
-            (kv, n) for kv, n in ctx.kv_cache_configurations() if n > options.kv_cache_above_context
-        ]
+        boundary = options.kv_cache_from_context
+        applicable = [(kv, n) for kv, n in ctx.kv_cache_configurations() if n >= boundary]
         if not applicable:
             return ctx.skip(
-                f"no KV cache runs above {options.kv_cache_above_context} tokens: the floor does not apply",
+                f"no KV cache runs at {boundary} tokens or more: the floor does not apply",
                 "kv_cache",
                 cause=SkipCause.NOT_APPLICABLE,
             )
@@ -108,7 +112,9 @@ class QuantFloorCheck(Check[QuantFloorOptions]):
             KV_CACHE_BITS.get(kv, 0),
             threshold=floor,
             comparison=Comparison.GE,
-            message=f"least precise KV cache {kv} at context {n_ctx} (runs: {listed}); floor {options.min_kv_cache}",
+            message=f"least precise KV cache {kv} at context {n_ctx} (runs: {listed}); floor "
+            f"{options.min_kv_cache} from {boundary} tokens on",
+            details=exact_evidence(),
         )
 
 

@@ -22,7 +22,9 @@ from qgate.hookspecs import hookimpl
 from qgate.options import option
 from qgate.prompts import Prompt, load_prompt_set
 from qgate.results import CheckResult, Comparison
+from qgate.stats import state_evidence, wilson_half_width
 from qgate_checks.degeneration import COLLAPSED, LABELS, OutputStats, analyse
+from qgate_checks.flips import Flips, flip_table
 
 
 @dataclass
@@ -97,25 +99,42 @@ class RepetitionCheck(Check[RepetitionOptions]):
             message += f"; weak signal: the reference itself collapses on {ref.mean():.0%}"
         if worst:
             message += f"; worst prompt: {worst[0][0]}"
+        result = ctx.result(
+            "collapse_increase",
+            increase,
+            threshold=options.max_collapse_increase,
+            comparison=Comparison.LE,
+            interval=interval,
+            unit="%",
+            message=message,
+            details={
+                "subject_collapse_rate": float(sub.mean()),
+                "reference_collapse_rate": float(ref.mean()),
+                "prompt_set": prompt_set.name,
+                "prompt_set_sha256": prompt_set.digest,
+                "notes": sorted(notes),
+                # healthy -> collapsed and back, output by output (quantgap's "loops vs ref")
+                "flips": Flips.of(ref == 0, sub == 0).record(ctx.confidence),
+            },
+            tables=[
+                _label_table(runs),
+                flip_table(
+                    "Healthy outputs flipped vs the reference",
+                    [("all", Flips.of(ref == 0, sub == 0))],
+                    ctx.confidence,
+                ),
+            ],
+            samples=[sample for _, sample in worst[: options.samples_in_report]],
+        )
+        # a percentile bootstrap of rates that are both 0 collapses to a point; the resolution
+        # of len(items) prompts at the floor is at least a Wilson half-width there
+        floor = options.max_collapse_increase
+        resolution = None
+        if interval is not None and floor is not None:
+            bootstrapped = (interval.high - interval.low) / 2
+            resolution = max(bootstrapped, wilson_half_width(floor, len(items), ctx.confidence))
         return [
-            ctx.result(
-                "collapse_increase",
-                increase,
-                threshold=options.max_collapse_increase,
-                comparison=Comparison.LE,
-                interval=interval,
-                unit="%",
-                message=message,
-                details={
-                    "subject_collapse_rate": float(sub.mean()),
-                    "reference_collapse_rate": float(ref.mean()),
-                    "prompt_set": prompt_set.name,
-                    "prompt_set_sha256": prompt_set.digest,
-                    "notes": sorted(notes),
-                },
-                tables=[_label_table(runs)],
-                samples=[sample for _, sample in worst[: options.samples_in_report]],
-            )
+            state_evidence(result, sample=len(items), sample_unit="prompts", resolution=resolution)
         ]
 
 

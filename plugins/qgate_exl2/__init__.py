@@ -1,4 +1,4 @@
-"""The exl2 backend: ExLlamaV2 quants (``pip install 'qgate[exl2]'``; scoring needs a CUDA GPU).
+"""The exl2 backend: ExLlamaV2 quants (``pip install 'qgate-llm[exl2]'``; scoring needs a CUDA GPU).
 
 An EXL2 model is a Hugging Face folder whose linear layers are stored as ``.q_weight``,
 ``.q_scale``, ``.q_scale_max``, ``.q_groups`` and ``.q_invperm`` tensors, with
@@ -18,15 +18,20 @@ from qgate.hookspecs import hookimpl
 from qgate_transformers.folder import (
     HFFolder,
     base_info,
+    dense_info,
     first_weights_header,
     folder_quantization,
     read_folder,
 )
+from qgate_transformers.integrity import SafetensorsScan
 from qgate_transformers.quantized import quantized_sizes
 
 #: how sure the exl2 backend is of a folder whose config names no quantization but whose tensors
 #: are EXL2's (older converters wrote no quantization_config): a marker, but not a statement
 TENSOR_NAMES = 0.9
+
+#: dtypes of an unquantized folder exllamav2 loads as it is
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32"})
 
 #: tensors of one quantized EXL2 linear layer
 EXL2_SUFFIXES = ("q_weight", "q_scale", "q_scale_max", "q_groups", "q_invperm", "q_perm", "bias")
@@ -83,7 +88,7 @@ def exl2_info(folder: HFFolder) -> ModelInfo:
     return info
 
 
-class EXL2Backend(Backend):
+class EXL2Backend(SafetensorsScan, Backend):
     name = "exl2"
     description = (
         "EXL2 folders through exllamav2 (CUDA GPU only; KV cache f16/q8/q6/q4); "
@@ -117,6 +122,23 @@ class EXL2Backend(Backend):
         from qgate_exl2.model import EXL2Model
 
         return EXL2Model(self.inspect(path), options)
+
+    def runs_full_precision(self, path: Path) -> bool:
+        """exllamav2 also runs an unquantized Hugging Face folder (F16, BF16 or F32 weights),
+        so an EXL2 quant's runtime floor is its FP16 reference through exllamav2."""
+        if self.detect(path) > 0:
+            return True
+        if folder_quantization(path) != "":  # not a folder, or another format's quant
+            return False
+        header = first_weights_header(path)
+        return header is not None and all(t.dtype in FLOAT_DTYPES for t in header.values())
+
+    def load_full_precision(self, path: Path, options: BackendOptions) -> LoadedModel:
+        from qgate_exl2.model import EXL2Model
+
+        if self.detect(path) > 0:
+            return self.load(path, options)
+        return EXL2Model(dense_info(read_folder(path)), options)
 
 
 @hookimpl

@@ -1,10 +1,18 @@
-"""The GGUF backend: llama.cpp models through llama-cpp-python (``pip install 'qgate[gguf]'``)."""
+"""The GGUF backend: llama.cpp models through llama-cpp-python (``pip install 'qgate-llm[gguf]'``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from qgate.backend import Backend, BackendOptions, LoadedModel, ModelInfo, TensorReader
+from qgate.backend import (
+    Backend,
+    BackendOptions,
+    LoadedModel,
+    ModelInfo,
+    TensorHealth,
+    TensorReader,
+)
 from qgate.errors import BackendError
 from qgate.hookspecs import hookimpl
 from qgate_gguf.metadata import GGUF_MAGIC, read_metadata
@@ -44,6 +52,15 @@ class GGUFBackend(Backend):
         if not path.is_file():
             raise BackendError(f"{path}: not a file")
         return GGUFWeights(path, recent_header(path))
+
+    def scan_tensors(self, path: Path) -> Iterator[TensorHealth]:
+        """Every tensor's stored numbers (block scales of quantized types), read once."""
+        from qgate_gguf.integrity import scan_gguf
+        from qgate_gguf.reader import recent_header
+
+        if not path.is_file():
+            raise BackendError(f"{path}: not a file")
+        return scan_gguf(path, recent_header(path))
 
 
 @hookimpl

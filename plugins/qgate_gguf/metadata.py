@@ -9,7 +9,9 @@ from typing import Any
 
 from qgate.backend import ModelInfo
 from qgate.errors import MissingExtraError
+from qgate_gguf.config_record import config_record
 from qgate_gguf.reader import GGUF_MAGIC, ArraySummary, GGUFHeader, read_gguf_header
+from qgate_gguf.tokenizer_facts import tokenizer_facts
 
 __all__ = ["GGUF_MAGIC", "read_metadata"]
 
@@ -76,6 +78,8 @@ def read_metadata(path: Path) -> ModelInfo:
             "has_chat_template": isinstance(template, str),
             "tensor_count": len(header.tensors),
         },
+        tokenizer=tokenizer_facts(path, header),
+        config=config_record(header),
     )
 
 

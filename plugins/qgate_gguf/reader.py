@@ -39,6 +39,8 @@ _SCALARS = {
     12: ("<d", 8),
 }
 STRING, ARRAY = 8, 9
+#: every how many items of a string array the reader notes the file offset
+STRING_STRIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class ArraySummary:
     sha256: str
     #: the values themselves, kept only for short arrays
     values: tuple[Any, ...] | None = None
+    #: for an array of strings: the file offset of every :data:`STRING_STRIDE`-th item, so that
+    #: a few items (the texts of special tokens) can be read later without keeping them all
+    offsets: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,10 @@ def _array(cur: _Cursor, item_type: int, count: int, key: str, depth: int) -> Ar
             values = [struct.unpack_from(fmt, block, i * size)[0] for i in range(count)]
         cur.pos += count * size
     elif item_type == STRING:
-        for _ in range(count):
+        offsets = []
+        for index in range(count):
+            if index % STRING_STRIDE == 0:
+                offsets.append(cur.pos)
             data = cur.raw_string(f"item of {key!r}")
             digest.update(data + b"\x00")
             if keep:
@@ -255,7 +263,38 @@ def _array(cur: _Cursor, item_type: int, count: int, key: str, depth: int) -> Ar
         for _ in range(count):
             inner = _value(cur, ARRAY, key, depth + 1)
             digest.update(inner.sha256.encode())
-    return ArraySummary(item_type, count, digest.hexdigest(), tuple(values) if keep else None)
+    return ArraySummary(
+        item_type,
+        count,
+        digest.hexdigest(),
+        tuple(values) if keep else None,
+        tuple(offsets) if item_type == STRING else None,
+    )
+
+
+def string_items(path: Path, summary: ArraySummary, indices: list[int]) -> dict[int, str]:
+    """Items ``indices`` of a string array that :func:`read_gguf_header` summarised, read from
+    the file: a walk of at most :data:`STRING_STRIDE` items each. Indices out of range are left
+    out; a file that no longer holds the array where the header said is a :class:`BackendError`."""
+    if summary.values is not None:
+        return {i: str(summary.values[i]) for i in indices if 0 <= i < summary.count}
+    if not summary.offsets:
+        return {}
+    found: dict[int, str] = {}
+    try:
+        with path.open("rb") as handle:
+            size = path.stat().st_size
+            for index in sorted({i for i in indices if 0 <= i < summary.count}):
+                handle.seek(summary.offsets[index // STRING_STRIDE])
+                for _ in range(index % STRING_STRIDE + 1):
+                    (length,) = struct.unpack("<Q", handle.read(8))
+                    if handle.tell() + length > size:
+                        raise BackendError(f"{path}: string array item runs past the end")
+                    data = handle.read(length)
+                found[index] = data.decode("utf-8", errors="replace")
+    except (OSError, struct.error) as exc:
+        raise BackendError(f"{path}: cannot read token texts: {exc}") from None
+    return found
 
 
 def _tensor(

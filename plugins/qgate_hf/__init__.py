@@ -1,4 +1,4 @@
-"""The hf backend: Hugging Face model folders through transformers (``pip install 'qgate[hf]'``).
+"""The hf backend: Hugging Face model folders through transformers (``pip install 'qgate-llm[hf]'``).
 
 A model is a folder with ``config.json`` and ``*.safetensors`` weights. qgate never unpickles
 (a folder with ``pytorch_model.bin`` / ``*.pt`` / ``*.pkl`` is refused) and never runs a model's
@@ -15,41 +15,20 @@ from qgate.errors import BackendError
 from qgate.hookspecs import hookimpl
 from qgate_transformers.folder import (
     HFFolder,
-    base_info,
+    dense_info,
     first_weights_header,
     folder_quantization,
     has_packed_weights,
     read_folder,
 )
-from qgate_transformers.safetensors_header import DTYPE_BITS
+from qgate_transformers.integrity import SafetensorsScan
 
 #: how sure the hf backend is of a folder with no quantization marker: any Hugging Face-style
 #: format is such a folder, so a backend that finds its own marker in it wins
 PLAIN_FOLDER = 0.5
 
 
-def dense_info(folder: HFFolder, fmt: str = "hf") -> ModelInfo:
-    """Metadata of an unquantized folder: every tensor counts at its dtype's width."""
-    elements = sum(t.n_elements for t in folder.tensors.values())
-    bits = sum(t.n_elements * DTYPE_BITS[t.dtype] for t in folder.tensors.values())
-    by_name = {t.name: t.dtype for t in folder.tensors.values()}
-    # the file type is the dtype of the largest share of the matrices (norms are often F32)
-    matrices: dict[str, int] = {}
-    for t in folder.tensors.values():
-        if len(t.shape) >= 2:
-            matrices[t.dtype] = matrices.get(t.dtype, 0) + t.n_elements
-    file_type = max(matrices, key=lambda k: matrices[k]) if matrices else None
-    return base_info(
-        folder,
-        fmt=fmt,
-        parameter_count=elements,
-        bits_per_weight=round(bits / elements, 4) if elements else None,
-        tensor_type_by_name=by_name,
-        file_type=file_type,
-    )
-
-
-class HFBackend(Backend):
+class HFBackend(SafetensorsScan, Backend):
     name = "hf"
     description = (
         "Hugging Face folders (config.json + *.safetensors) through transformers, CPU or CUDA; "

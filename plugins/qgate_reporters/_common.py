@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from qgate import DISTRIBUTION
 from qgate.check import format_value
 from qgate.figures import as_float
 from qgate.results import VERDICT_ORDER, CheckResult, Interval, RunReport, SubjectReport, Verdict
@@ -197,7 +198,7 @@ def provenance_versions(report: RunReport) -> list[tuple[str, str]]:
     if not prov:
         return []
     versions = [("qgate", str(prov.get("qgate_version") or report.qgate_version or "unknown"))]
-    seen = {"qgate"}
+    seen = {"qgate", DISTRIBUTION}  # qgate's own distribution is the first entry already
     for plugin in _records(prov.get("plugins")):
         dist = plugin.get("distribution")
         if isinstance(dist, str) and dist and dist not in seen:
@@ -235,3 +236,22 @@ def machine_summary(report: RunReport) -> str:
     if isinstance(gpus, list) and gpus:
         parts.append(", ".join(str(g) for g in gpus))
     return one_line(" · ".join(parts))
+
+
+# --------------------------------------------------------------------------------------------
+# order: what blocks the gate first
+
+
+def by_severity(results: Iterable[CheckResult]) -> list[CheckResult]:
+    """Worst verdict first (error, fail, warn, pass, skip); the check order kept within each."""
+    return sorted(results, key=lambda r: VERDICT_ORDER.index(r.verdict))
+
+
+def subjects_worst_first(report: RunReport) -> list[SubjectReport]:
+    """The subjects, those that block the gate first; the command line's order within a verdict."""
+    return sorted(report.subjects, key=lambda s: VERDICT_ORDER.index(s.verdict))
+
+
+def folded(subject: SubjectReport) -> bool:
+    """Whether a subject's details can start folded: nothing of it blocks the gate."""
+    return bool(subject.results) and not subject.verdict.is_blocking

@@ -28,6 +28,13 @@ X_INSET = 8
 MAX_CATEGORY_TICKS = 12
 #: a line with more points than this gets dots only where a point stands alone
 MAX_MARKERS = 60
+#: an axis of positive values spanning this factor or more is logarithmic
+LOG_RATIO = 10.0
+#: the share of the data's span left free at each end of a linear axis
+AXIS_PADDING = 0.06
+#: the width of a character of a point's label, roughly (11.5 px sans-serif), to tell whether
+#: it fits right of its point
+CHAR_WIDTH = 7
 #: colour-blind-safe palette (Okabe-Ito)
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442")
 
@@ -45,6 +52,14 @@ class Marker:
 
 
 @dataclass
+class PointLabel:
+    x: str
+    y: str
+    text: str
+    anchor: str  #: ``start`` (text right of the point) or ``end`` (left of it)
+
+
+@dataclass
 class ChartLine:
     name: str
     color: str
@@ -52,6 +67,8 @@ class ChartLine:
     segments: list[str] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
     empty: bool = False
+    #: names written beside lone points
+    labels: list[PointLabel] = field(default_factory=list)
 
 
 @dataclass
@@ -178,7 +195,8 @@ Points = list[tuple[float, float] | None]
 
 def build_chart(chart_data: Chart) -> ChartView:
     """The geometry of one chart. x values that are text (bucket names, say) are placed evenly
-    in order of appearance."""
+    in order of appearance; a numeric axis whose values are all positive and span a factor of
+    :data:`LOG_RATIO` or more is logarithmic (KLD from Q8_0 to Q2_K, positions 256 to 4K)."""
     names = [line.name for line in chart_data.lines]
     finite, categories = _points(chart_data)
     bottom = MARGIN_TOP + PLOT_HEIGHT
@@ -202,26 +220,100 @@ def build_chart(chart_data: Chart) -> ChartView:
         chart.note = "no data"
         chart.lines = [ChartLine(name, _color(i), empty=True) for i, name in enumerate(names)]
         return chart
-    x_low, x_high = padded_range(min(p[0] for p in all_points), max(p[0] for p in all_points))
-    y_low, y_high, y_ticks = nice_ticks(
-        min(p[1] for p in all_points), max(p[1] for p in all_points)
+    x_axis = (
+        Axis.categories(len(categories))
+        if categories is not None
+        else Axis.numeric([p[0] for p in all_points])
     )
+    y_axis = Axis.numeric([p[1] for p in all_points])
+    if y_axis.log and chart.y_label:
+        chart.y_label += " (log scale)"
+    if x_axis.log and chart.x_label:
+        chart.x_label += " (log scale)"
 
     def sx(x: float) -> float:
         inner = chart.plot_width - 2 * X_INSET
-        return chart.left + X_INSET + (x - x_low) / (x_high - x_low) * inner
+        return chart.left + X_INSET + x_axis.fraction(x) * inner
 
     def sy(y: float) -> float:
-        return chart.bottom - (y - y_low) / (y_high - y_low) * chart.plot_height
+        return chart.bottom - y_axis.fraction(y) * chart.plot_height
 
-    y_labels = tick_labels(y_ticks)
-    chart.y_ticks = [Tick(num(sy(t)), lab) for t, lab in zip(y_ticks, y_labels, strict=True)]
-    chart.x_ticks = _x_ticks(categories, x_low, x_high, sx)
+    y_labels = tick_labels(y_axis.ticks) if not y_axis.log else [log_label(t) for t in y_axis.ticks]
+    chart.y_ticks = [Tick(num(sy(t)), lab) for t, lab in zip(y_axis.ticks, y_labels, strict=True)]
+    chart.x_ticks = _x_ticks(categories, x_axis, sx)
     chart.lines = [
         _line(name, _color(i), finite[i], chart.legend[i].empty, sx, sy)
         for i, name in enumerate(names)
     ]
+    _label_lone_points(chart)
     return chart
+
+
+@dataclass
+class Axis:
+    """Where values sit along one axis: ``fraction`` maps a value to 0..1 of its length."""
+
+    low: float
+    high: float
+    ticks: list[float]
+    log: bool = False
+
+    @classmethod
+    def numeric(cls, values: list[float]) -> Axis:
+        low, high = min(values), max(values)
+        if low > 0 and high / low >= LOG_RATIO:
+            return cls.logarithmic(low, high)
+        span = high - low if high > low else (abs(low) * 0.1 if low != 0 else 1.0)
+        pad = span * AXIS_PADDING  # no point on the frame
+        padded_low = low - pad if low - pad >= 0 or low < 0 else 0.0  # no negative axis for >= 0
+        start, stop, ticks = nice_ticks(padded_low, high + pad)
+        return cls(start, stop, ticks)
+
+    @classmethod
+    def logarithmic(cls, low: float, high: float) -> Axis:
+        """Whole decades around the values; with three decades or fewer, 2 and 5 times them
+        too."""
+        first = math.floor(math.log10(low) - AXIS_PADDING)
+        last = math.ceil(math.log10(high) + AXIS_PADDING)
+        decades = [10.0**e for e in range(first, last + 1)]
+        ticks = decades
+        if last - first <= 3:
+            ticks = sorted(d * m for d in decades for m in (1, 2, 5) if d * m <= decades[-1])
+        return cls(decades[0], decades[-1], ticks, log=True)
+
+    @classmethod
+    def categories(cls, count: int) -> Axis:
+        return cls(0.0, float(max(count - 1, 1)), [float(i) for i in range(count)])
+
+    def fraction(self, value: float) -> float:
+        if self.log:
+            low, high = math.log10(self.low), math.log10(self.high)
+            return (math.log10(value) - low) / (high - low)
+        return (value - self.low) / (self.high - self.low)
+
+
+def log_label(value: float) -> str:
+    """A tick of a logarithmic axis: ``0.001``, ``0.02``, ``100``, ``1e+06``."""
+    return f"{value:.6g}" if 1e-4 <= value < 1e6 else f"{value:.0e}"
+
+
+def _label_lone_points(chart: ChartView) -> None:
+    """A line of one point (a quant on the ladder) is named beside its dot, so the chart reads
+    without the legend; near the right edge the name goes to the dot's left."""
+    for line in chart.lines:
+        if len(line.markers) != 1 or line.segments:
+            continue
+        marker = line.markers[0]
+        x, y = float(marker.x), float(marker.y)
+        near_right = x + 6 + CHAR_WIDTH * len(line.name) > chart.right
+        line.labels.append(
+            PointLabel(
+                num(x - 6 if near_right else x + 6),
+                num(max(chart.top + 10, y - 6)),
+                line.name,
+                "end" if near_right else "start",
+            )
+        )
 
 
 def _color(index: int) -> str:
@@ -262,27 +354,13 @@ def _points(chart_data: Chart) -> tuple[list[Points], dict[str, int] | None]:
 
 
 def _x_ticks(
-    categories: dict[str, int] | None,
-    x_low: float,
-    x_high: float,
-    sx: Callable[[float], float],
+    categories: dict[str, int] | None, axis: Axis, sx: Callable[[float], float]
 ) -> list[Tick]:
     if categories is not None:
         every = max(1, math.ceil(len(categories) / MAX_CATEGORY_TICKS))
-        return [
-            Tick(num(sx(float(i))), name)
-            for name, i in categories.items()
-            if i % every == 0 and x_low <= i <= x_high
-        ]
-    step = nice_step(x_high - x_low)
-    first = math.ceil(x_low / step - 1e-9) * step
-    ticks: list[float] = []
-    t = first
-    while t <= x_high + step * 1e-9 and len(ticks) < 50:
-        ticks.append(t)
-        t = first + step * len(ticks)
-    labels = tick_labels(ticks)
-    return [Tick(num(sx(t)), lab) for t, lab in zip(ticks, labels, strict=True)]
+        return [Tick(num(sx(float(i))), name) for name, i in categories.items() if i % every == 0]
+    labels = [log_label(t) for t in axis.ticks] if axis.log else tick_labels(axis.ticks)
+    return [Tick(num(sx(t)), lab) for t, lab in zip(axis.ticks, labels, strict=True)]
 
 
 def _line(

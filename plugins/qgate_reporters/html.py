@@ -17,10 +17,13 @@ import jinja2
 from qgate.figures import Sample, Table, as_float
 from qgate.hookspecs import hookimpl
 from qgate.reporter import Reporter
-from qgate.results import VERDICT_ORDER, CheckResult, RunReport, SubjectReport
+from qgate.results import VERDICT_ORDER, CheckResult, RunReport, SubjectReport, Verdict
 from qgate_reporters._common import (
     all_results,
+    by_severity,
     counters,
+    counts_text,
+    folded,
     interval_text,
     machine_summary,
     provenance_digests,
@@ -32,7 +35,9 @@ from qgate_reporters._common import (
     writes_any_text,
 )
 from qgate_reporters.charts import ChartView, build_chart
+from qgate_reporters.intervals import IntervalChartView, interval_charts
 from qgate_reporters.ladder import quant_ladder
+from qgate_reporters.matrix import Cell, verdict_matrix
 
 TEMPLATE = "report.html.j2"
 #: subject info fields shown in a subject's fact table, in order, with their captions
@@ -112,6 +117,10 @@ class SubjectView:
     identity: list[tuple[str, str]]
     tensor_types: list[HistogramRow]
     results: list[ResultView]
+    #: per-part results (domains, KV cache types, buckets) as interval bars
+    intervals: list[IntervalChartView] = field(default_factory=list)
+    #: nothing of it blocks the gate: its details start folded
+    folded: bool = False
 
 
 def cell(value: Any) -> str:
@@ -247,7 +256,11 @@ def subject_view(index: int, subject: SubjectReport) -> SubjectView:
         if isinstance(identity, dict)
         else [],
         tensor_types=histogram(info.get("tensor_types")),
-        results=[result_view(f"{anchor}-r{i + 1}", r) for i, r in enumerate(subject.results)],
+        results=[
+            result_view(f"{anchor}-r{i + 1}", r) for i, r in enumerate(by_severity(subject.results))
+        ],
+        intervals=interval_charts(subject.results),
+        folded=folded(subject),
     )
 
 
@@ -270,6 +283,34 @@ def ladder_view(report: RunReport) -> LadderView | None:
         passes=ladder.smallest is not None and not ladder.incomplete,
         table=table_view(ladder.table()),
         charts=[build_chart(chart) for chart in ladder.series()],
+    )
+
+
+@dataclass
+class MatrixView:
+    checks: list[str]
+    #: per subject, worst first: its anchor, label, verdict, counts and one cell per check
+    rows: list[tuple[str, str, str, str, list[Cell | None]]]
+
+
+def matrix_view(report: RunReport) -> MatrixView | None:
+    """The verdict matrix (quant x check) that opens the report, or None without results."""
+    matrix = verdict_matrix(report)
+    if not matrix.rows or not matrix.checks:
+        return None
+    anchors = {id(s): f"s{i + 1}" for i, s in enumerate(report.subjects)}
+    return MatrixView(
+        matrix.checks,
+        [
+            (
+                anchors[id(row.subject)],
+                row.label,
+                row.verdict,
+                counts_text(verdict_counts(row.subject.results)),
+                row.cells,
+            )
+            for row in matrix.rows
+        ],
     )
 
 
@@ -336,7 +377,11 @@ class HtmlReporter(Reporter):
             verdicts=[v.value for v in VERDICT_ORDER],
             overall_counts=[(v.value, overall[v]) for v in VERDICT_ORDER],
             total=len(results),
-            subjects=[subject_view(i, s) for i, s in enumerate(report.subjects)],
+            subjects=sorted(
+                (subject_view(i, s) for i, s in enumerate(report.subjects)),
+                key=lambda view: VERDICT_ORDER.index(Verdict(view.verdict)),
+            ),
+            matrix=matrix_view(report),
             reference=reference_facts(report.reference),
             ladder=ladder_view(report),
             counters=counters(report),

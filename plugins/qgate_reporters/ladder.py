@@ -96,12 +96,13 @@ class Ladder:
         return charts
 
     def table(self) -> Table:
-        """The rungs, largest file first."""
+        """The rungs, largest file first; a figure no rung has (generation speed when
+        ``payoff`` did not run) leaves no empty column."""
 
         def num(value: float | None, fmt: str) -> str:
             return format(value, fmt) if value is not None else ""
 
-        return Table(
+        return without_empty_columns(
             "Quant ladder",
             [
                 "quant",
@@ -127,6 +128,12 @@ class Ladder:
                 for r in self.rungs
             ],
         )
+
+
+def without_empty_columns(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    """A table of ``rows`` without the columns in which every row is empty."""
+    keep = [i for i in range(len(columns)) if any(row[i] != "" for row in rows)]
+    return Table(title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows])
 
 
 def _finite(value: Any) -> float | None:

@@ -16,14 +16,17 @@ from qgate.reporter import Reporter
 from qgate.results import CheckResult, RunReport, SubjectReport
 from qgate_reporters._common import (
     all_results,
+    by_severity,
     counters,
     counts_text,
+    folded,
     interval_text,
     machine_summary,
     one_line,
     provenance_digests,
     provenance_versions,
     subject_format,
+    subjects_worst_first,
     threshold_text,
     truncate,
     value_text,
@@ -31,6 +34,7 @@ from qgate_reporters._common import (
     writes_any_text,
 )
 from qgate_reporters.ladder import quant_ladder
+from qgate_reporters.matrix import verdict_matrix
 
 #: longest message kept in a table cell (a PR comment holds at most 65,536 characters)
 MESSAGE_LIMIT = 300
@@ -63,8 +67,50 @@ def result_row(result: CheckResult) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def subject_section(subject: SubjectReport) -> list[str]:
-    lines = [f"### {md_escape(subject.label)}: {subject.verdict.value.upper()}", ""]
+#: a verdict as shown in the matrix and the headings: a mark to scan for, and the word
+VERDICT_MARKS = {"error": "🛑", "fail": "❌", "warn": "⚠️", "pass": "✅", "skip": "⏭️"}
+
+
+def verdict_mark(verdict: str) -> str:
+    return f"{VERDICT_MARKS.get(verdict, '')} {verdict.upper()}".strip()
+
+
+def matrix_section(report: RunReport) -> list[str]:
+    """The verdict matrix: a row per subject (those that block first), a column per check."""
+    matrix = verdict_matrix(report)
+    if not matrix.rows or not matrix.checks:
+        return []
+    lines = [
+        "| Quant | Verdict | " + " | ".join(md_escape(c) for c in matrix.checks) + " |",
+        "|---|---|" + "---|" * len(matrix.checks),
+    ]
+    for row in matrix.rows:
+        cells = [verdict_mark(c.verdict) if c is not None else "" for c in row.cells]
+        lines.append(
+            f"| {md_escape(row.label)} | **{verdict_mark(row.verdict)}** | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+def ladder_section(report: RunReport) -> list[str]:
+    """With two subjects or more: the smallest passing quant and the ladder's figures."""
+    ladder = quant_ladder(report)
+    if ladder is None:
+        return []
+    table = ladder.table()
+    lines = [f"**Quant ladder:** {md_escape(ladder.sentence)}", ""]
+    lines.append("| " + " | ".join(md_escape(c) for c in table.columns) + " |")
+    lines.append("|" + "---|" * len(table.columns))
+    lines += [
+        "| " + " | ".join(md_escape(c if c is not None else "") for c in row) + " |"
+        for row in table.rows
+    ]
+    return [*lines, ""]
+
+
+def subject_facts(subject: SubjectReport) -> str:
     facts = [f"path: {md_escape(subject.path)}"]
     if subject.backend:
         facts.append(f"backend: {md_escape(subject.backend)}")
@@ -73,20 +119,33 @@ def subject_section(subject: SubjectReport) -> list[str]:
     for key in ("architecture", "file_type", "bits_per_weight"):
         if subject.info.get(key) is not None:
             facts.append(f"{key.replace('_', ' ')}: {md_escape(subject.info[key])}")
-    lines += [" · ".join(facts), ""]
+    return " · ".join(facts)
+
+
+def subject_section(subject: SubjectReport) -> list[str]:
+    """A subject's facts and its results, failing rows first; folded into ``<details>`` when
+    nothing of it blocks the gate."""
+    verdict = subject.verdict.value
+    body = [subject_facts(subject), ""]
     if not subject.results:
-        return [*lines, "_No results._", ""]
-    lines += [
-        "| Check | Verdict | Value | Interval | Threshold | Message |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [result_row(r) for r in subject.results]
-    lines.append("")
-    return lines
+        body += ["_No results._", ""]
+    else:
+        body += [
+            "| Check | Verdict | Value | Interval | Threshold | Message |",
+            "|---|---|---|---|---|---|",
+            *(result_row(r) for r in by_severity(subject.results)),
+            "",
+        ]
+    if folded(subject):
+        counts = counts_text(verdict_counts(subject.results))
+        summary = f"<b>{md_escape(subject.label)}: {verdict_mark(verdict)}</b> ({counts})"
+        return ["<details>", f"<summary>{summary}</summary>", "", *body, "</details>", ""]
+    return [f"### {md_escape(subject.label)}: {verdict_mark(verdict)}", "", *body]
 
 
 class MarkdownReporter(Reporter):
-    """A headline verdict, one table per subject, and a footer with the run's facts."""
+    """A headline verdict, the verdict matrix, the quant ladder, one table per subject (those
+    that block first, the others folded), and a footer with the run's facts."""
 
     name = "markdown"
     description = "GitHub-flavoured Markdown summary (step summary or PR comment)"
@@ -111,10 +170,9 @@ class MarkdownReporter(Reporter):
                 "finished; some checks never ran, so the gate cannot pass.",
                 "",
             ]
-        ladder = quant_ladder(report)
-        if ladder is not None:
-            lines += [f"**Quant ladder:** {md_escape(ladder.sentence)}", ""]
-        for subject in report.subjects:
+        lines += matrix_section(report)
+        lines += ladder_section(report)
+        for subject in subjects_worst_first(report):
             lines += subject_section(subject)
         lines += ["---", "", *self._provenance(report), self._footer(report), ""]
         return "\n".join(lines)

@@ -19,10 +19,17 @@ from qgate.backend import ModelInfo
 from qgate.errors import BackendError
 from qgate_transformers.config import MAX_EXPERTS, read_config, refuse_unsafe, text_count
 from qgate_transformers.jsonfile import load_json
-from qgate_transformers.safetensors_header import TensorEntry, read_safetensors_header
+from qgate_transformers.model_config import config_record
+from qgate_transformers.safetensors_header import (
+    DTYPE_BITS,
+    TensorEntry,
+    read_safetensors_header,
+)
+from qgate_transformers.tokenizer_facts import tokenizer_facts
 from qgate_transformers.tokenizer_files import (
     TOKENIZER_FAMILY,
     chat_template,
+    load_tokenizer_json,
     tokenizer_hash,
     tokenizer_vocab,
 )
@@ -147,7 +154,8 @@ def base_info(
         if isinstance(architectures, list) and architectures
         else str(config.get("model_type") or "unknown")
     )
-    tokens = tokenizer_vocab(folder.path)
+    tokenizer_data = load_tokenizer_json(folder.path)
+    tokens = tokenizer_vocab(folder.path, tokenizer_data)
     file = folder.path / "config.json"
     vocab_size = text_count(config, "vocab_size", file)
     experts = text_count(config, "num_local_experts", file, minimum=0, maximum=MAX_EXPERTS)
@@ -179,6 +187,8 @@ def base_info(
             "weight_files": [p.name for p in folder.weight_files],
             "has_chat_template": template is not None,
         },
+        tokenizer=tokenizer_facts(tokenizer_data, tokens, folder.tokenizer_config, config),
+        config=config_record(config, file, fmt),
     )
 
 
@@ -191,3 +201,24 @@ def _identity(folder: HFFolder) -> dict[str, str]:
     if config.get("transformers_version"):
         identity["transformers_version"] = str(config["transformers_version"])
     return identity
+
+
+def dense_info(folder: HFFolder, fmt: str = "hf") -> ModelInfo:
+    """Metadata of an unquantized folder: every tensor counts at its dtype's width."""
+    elements = sum(t.n_elements for t in folder.tensors.values())
+    bits = sum(t.n_elements * DTYPE_BITS[t.dtype] for t in folder.tensors.values())
+    by_name = {t.name: t.dtype for t in folder.tensors.values()}
+    # the file type is the dtype of the largest share of the matrices (norms are often F32)
+    matrices: dict[str, int] = {}
+    for t in folder.tensors.values():
+        if len(t.shape) >= 2:
+            matrices[t.dtype] = matrices.get(t.dtype, 0) + t.n_elements
+    file_type = max(matrices, key=lambda k: matrices[k]) if matrices else None
+    return base_info(
+        folder,
+        fmt=fmt,
+        parameter_count=elements,
+        bits_per_weight=round(bits / elements, 4) if elements else None,
+        tensor_type_by_name=by_name,
+        file_type=file_type,
+    )

@@ -7,6 +7,7 @@ same chunks and stop generating at the same tokens.
 
 from __future__ import annotations
 
+import functools
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -33,17 +34,47 @@ def load_tokenizer(path: Path, backend: str, extra: str) -> Any:
         raise BackendError(f"{path}: could not load the tokenizer: {first_line(exc)}") from None
 
 
-def hf_tokenize(tokenizer: Any, text: str, *, add_bos: bool) -> list[int]:
-    """Token ids as the GGUF backend gives them: BOS first (if any) when ``add_bos``, nothing
-    else added, and special-token text in ``text`` kept as text (llama.cpp's parse_special=False)."""
+def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer itself puts before and after a text (its own flags:
+    ``add_bos_token``, its post-processor), as ``(prefix, suffix)`` ids.
+
+    This is the one BOS convention every backend follows, llama.cpp's: a BOS is added when the
+    model's own tokenizer adds one, not whenever it names one. Qwen 2.5 names
+    ``<|endoftext|>`` as its BOS and adds none; a GGUF of it says ``add_bos_token = false``.
+    """
+    plain = [int(i) for i in _encode(tokenizer, "a", special=False)]
+    full = [int(i) for i in _encode(tokenizer, "a", special=True)]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    raise BackendError(
+        "the tokenizer's special tokens cannot be told apart from the text: "
+        f"{full} with them, {plain} without"
+    )
+
+
+def _encode(tokenizer: Any, text: str, *, special: bool) -> list[int]:
+    """Token ids of ``text``; special-token text in it kept as text (llama.cpp's
+    parse_special=False)."""
     try:
-        ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return list(
+            tokenizer(text, add_special_tokens=special, split_special_tokens=True)["input_ids"]
+        )
     except TypeError:  # a tokenizer without split_special_tokens
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    out = [int(i) for i in ids]
-    if add_bos and tokenizer.bos_token_id is not None:
-        out.insert(0, int(tokenizer.bos_token_id))
-    return out
+        return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def hf_tokenize(
+    tokenizer: Any, text: str, *, add_bos: bool, affixes: tuple[list[int], list[int]]
+) -> list[int]:
+    """Token ids as the GGUF backend gives them: with ``add_bos``, the special tokens the
+    tokenizer adds itself (``affixes``, from :func:`special_affixes`) around the text; without,
+    the text alone."""
+    ids = [int(i) for i in _encode(tokenizer, text, special=False)]
+    if not add_bos:
+        return ids
+    prefix, suffix = affixes
+    return [*prefix, *ids, *suffix]
 
 
 def hf_detokenize(tokenizer: Any, tokens: Sequence[int]) -> str:
@@ -71,13 +102,18 @@ class HFTokenizedModel(BatchScoredModel):
     _tok: Any
     _eos: set[int]
 
+    @functools.cached_property
+    def _affixes(self) -> tuple[list[int], list[int]]:
+        return special_affixes(self._tok)
+
     @property
     def bos_token(self) -> int | None:
-        bos = self._tok.bos_token_id
-        return int(bos) if bos is not None else None
+        """The token every chunk starts with: None when the tokenizer adds no BOS itself."""
+        prefix = self._affixes[0]
+        return prefix[0] if prefix else None
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        return hf_tokenize(self._tok, text, add_bos=add_bos)
+        return hf_tokenize(self._tok, text, add_bos=add_bos, affixes=self._affixes)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return hf_detokenize(self._tok, tokens)

@@ -21,12 +21,22 @@ TOKENIZER_FAMILY = "huggingface"
 MAX_TOKEN_ID = 1 << 24
 
 
-def tokenizer_vocab(path: Path) -> list[str] | None:
-    """The tokenizer's tokens in id order, from ``tokenizer.json`` (model vocab + added tokens)."""
+def load_tokenizer_json(path: Path) -> Any:
+    """The folder's ``tokenizer.json``, parsed; None when there is none."""
     file = path / "tokenizer.json"
-    if not file.is_file():
-        return None
-    data = load_json(file)
+    return load_json(file) if file.is_file() else None
+
+
+def tokenizer_vocab(path: Path, data: Any = None) -> list[str] | None:
+    """The tokenizer's tokens in id order, from ``tokenizer.json`` (model vocab + added tokens).
+
+    :param data: the parsed ``tokenizer.json`` when the caller has it (it can be megabytes).
+    """
+    file = path / "tokenizer.json"
+    if data is None:
+        data = load_tokenizer_json(path)
+        if data is None:
+            return None
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(data, dict) or not isinstance(model, (dict, type(None))):
         raise BackendError(f"{file}: not a tokenizers file (expected an object with a 'model')")

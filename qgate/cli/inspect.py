@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from qgate.cli.plain import as_yaml
 from qgate.detection import resolve_backend
 from qgate.errors import UsageError
 from qgate.plugins import Registry
@@ -25,7 +26,7 @@ def inspect_command(registry: Registry) -> click.Command:
     @click.command("inspect")
     @click.argument("model")
     @click.option("--backend", "-b", help="backend (default: detected)")
-    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML-like text")
     @click.option(
         "--identity",
         "other",
@@ -37,7 +38,7 @@ def inspect_command(registry: Registry) -> click.Command:
     def inspect(
         ctx: click.Context, model: str, backend: str | None, as_json: bool, other: str | None
     ) -> Any:
-        """Print a model's metadata, read without loading its weights."""
+        """Print a model's metadata, read without loading its weights, as YAML-like text."""
         if other is not None:
             return run_identity(ctx, registry, model, other, backend=backend, as_json=as_json)
         path = Path(model)
@@ -45,13 +46,7 @@ def inspect_command(registry: Registry) -> click.Command:
         if as_json:
             click.echo(json.dumps(info, indent=2, default=str))
             return None
-        for key, value in info.items():
-            if isinstance(value, dict):
-                click.echo(f"{key}:")
-                for k, v in value.items():
-                    click.echo(f"  {k}: {v}")
-            else:
-                click.echo(f"{key}: {value}")
+        click.echo(as_yaml(info))
         return None
 
     return inspect

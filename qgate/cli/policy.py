@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import textwrap
+from pathlib import Path
 
 import click
 import yaml
@@ -10,6 +12,7 @@ import yaml
 from qgate.plugins import Registry
 from qgate.policy import load_policy
 from qgate.policy.loader import available_policies
+from qgate.policy.model import CheckSpec, Policy
 from qgate.policy.resolved import resolved_policy_data
 
 
@@ -41,8 +44,42 @@ def policy_group(registry: Registry) -> click.Group:
 
     @policy.command("list")
     def list_policies() -> None:
-        """List the policies that can be named without a path."""
+        """List the policies that can be named without a path: what each is for, the checks it
+        runs, its evaluation text and where it lies."""
+        checks = registry.check_objects()
         for name, path in available_policies(registry.policy_dirs).items():
-            click.echo(f"{name:<16} {path}")
+            loaded = load_policy(str(path), checks, extra_dirs=registry.policy_dirs)
+            click.echo("\n".join(policy_summary(name, loaded, path)) + "\n")
 
     return policy
+
+
+def policy_summary(name: str, policy: Policy, path: Path) -> list[str]:
+    """``qgate policy list``'s lines for one policy."""
+    description = " ".join(policy.description.split()) or "(no description)"
+    lines = textwrap.wrap(f"{name}: {description}", width=96, subsequent_indent="  ")
+    wrapped = textwrap.wrap(
+        "checks: " + ", ".join(check_summary(spec) for spec in policy.checks),
+        width=96,
+        initial_indent="  ",
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+    )
+    lines += wrapped
+    datasets = ", ".join(d.name or d.domain or str(d.path) for d in policy.datasets)
+    lines.append(
+        f"  datasets: {datasets}; inconclusive: {policy.on_inconclusive}; "
+        f"n_ctx {policy.backend.n_ctx}, {policy.evaluation.chunks} chunks per dataset"
+    )
+    lines.append(f"  file: {path}")
+    return lines
+
+
+def check_summary(spec: CheckSpec) -> str:
+    """``perplexity``, ``payoff (warn)``, ``quant-floor-moe (quant-floor, when expert_count > 0)``."""
+    notes = [spec.use] if spec.key != spec.use else []
+    if spec.severity != "fail":
+        notes.append(spec.severity)
+    if spec.when:
+        notes.append("when " + ", ".join(f"{k} {v}" for k, v in spec.when.items()))
+    return spec.key + (f" ({', '.join(notes)})" if notes else "")

@@ -6,11 +6,20 @@ from pathlib import Path
 
 import click
 
-from qgate.cli.common import contained, exit_code_for, reporter_options, write_reports
+from qgate.cli.common import (
+    contained,
+    exit_code_for,
+    reporter_options,
+    verbosity_level,
+    verbosity_option,
+    write_reports,
+)
 from qgate.errors import ExitCode, UsageError
 from qgate.integrity import read_results
 from qgate.plugins import Registry
 from qgate.progress import Progress
+
+QUIET_HELP = "print only the results that block the gate, and the verdict"
 
 
 def results_commands(registry: Registry) -> list[click.Command]:
@@ -21,16 +30,17 @@ def results_commands(registry: Registry) -> list[click.Command]:
 def _report_command(registry: Registry) -> click.Command:
     @click.command("report")
     @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-    @click.option("--quiet", "-q", is_flag=True, help="do not print the console summary")
+    @click.option("--quiet", "-q", is_flag=True, help=QUIET_HELP)
+    @verbosity_option
     @contained
-    def report(results: Path, quiet: bool, **outputs: Path | None) -> ExitCode:
+    def report(results: Path, quiet: bool, verbose: int, **outputs: Path | None) -> ExitCode:
         """Re-render reports from a RESULTS.json without measuring again.
 
         Every verdict is recomputed from the numbers beside it; a file whose verdicts disagree
         with them (edited, or damaged) is refused with exit 2.
         """
         run_report = read_results(results)
-        write_reports(registry, run_report, outputs, console=not quiet)
+        write_reports(registry, run_report, outputs, verbosity=verbosity_level(verbose, quiet))
         return exit_code_for(run_report)
 
     report.params.extend(reporter_options(registry))
@@ -42,9 +52,12 @@ def _merge_command(registry: Registry) -> click.Command:
     @click.argument(
         "results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
     )
-    @click.option("--quiet", "-q", is_flag=True, help="do not print the console summary")
+    @click.option("--quiet", "-q", is_flag=True, help=QUIET_HELP)
+    @verbosity_option
     @contained
-    def merge(results: tuple[Path, ...], quiet: bool, **outputs: Path | None) -> ExitCode:
+    def merge(
+        results: tuple[Path, ...], quiet: bool, verbose: int, **outputs: Path | None
+    ) -> ExitCode:
         """Join the JSON results of shards (qgate check --shard K/N) into one report.
 
         Exit 1 when the merged gate fails, or when a shard is missing or incomplete (each unit
@@ -59,7 +72,7 @@ def _merge_command(registry: Registry) -> click.Command:
         outcome = merge_results([(str(p), read_results(p)) for p in results])
         for problem in outcome.problems:
             click.echo(f"qgate: {problem}", err=True)
-        write_reports(registry, outcome.report, outputs, console=not quiet)
+        write_reports(registry, outcome.report, outputs, verbosity=verbosity_level(verbose, quiet))
         return exit_code_for(outcome.report)
 
     merge.params.extend(reporter_options(registry))

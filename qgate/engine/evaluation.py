@@ -33,6 +33,7 @@ from qgate.cached_outputs import (
     scores_problem,
 )
 from qgate.datasets import Dataset, make_chunks, scored_start
+from qgate.engine import noise_floor
 from qgate.engine.generation import Generations
 from qgate.engine.reference import ReferenceScores
 from qgate.engine.tokenizers import check_tokenizers, check_vocabulary
@@ -41,7 +42,7 @@ from qgate.handle import ModelHandle
 from qgate.instruments import Instruments
 from qgate.policy.model import EvaluationSettings
 from qgate.scoring.kld import kld_estimate
-from qgate.scoring.paired import PairedScores
+from qgate.scoring.paired import NoiseFloor, PairedScores
 
 #: a check's replay of cached reference outputs with the real reference
 Replay = Callable[[dict[str, np.ndarray]], SpotCheck]
@@ -78,6 +79,8 @@ class Evaluation:
         self._subject: dict[tuple[str, str, str], list[TokenScores]] = {}
         self._paired: dict[tuple[str, str, int | None], list[PairedScores]] = {}
         self._compared: set[tuple[str, str]] = set()
+        #: per (reference, dataset): its noise floor, or why there is none
+        self._floors: dict[tuple[str, str], NoiseFloor | str] = {}
         #: per subject path: the part of the budget its checks see (sequential evaluation)
         self.looks: dict[str, Look] = {}
         #: generations shared by the generation checks (the reference's cached on disk)
@@ -137,6 +140,10 @@ class Evaluation:
                     )
         needed = _needed(scores, chunks)
         if scores.done < needed:
+            # scored live: the reference is loaded, so its noise floor costs a few passes only
+            floor = not isinstance(self._cached_floor(reference, dataset), NoiseFloor)
+            if floor:
+                needed = max(needed, noise_floor.floor_chunks(len(scores.tokens)))
             task = f"scoring reference {reference.info.label} [{dataset.domain}]"
             scores.extend(
                 [
@@ -145,7 +152,60 @@ class Evaluation:
                 ]
             )
             self.cache.store(entry, scores.arrays())
+            if floor:
+                self._measure_floor(reference, dataset, scores)
         return scores
+
+    def noise_floor(self, reference: ModelHandle, dataset: Dataset) -> NoiseFloor | str:
+        """The reference against itself on ``dataset`` (:mod:`qgate.engine.noise_floor`), or why
+        there is none: from memory or the cache, else measured when the reference is loaded
+        anyway. A run that read the reference's scores from the cache never loads it for this."""
+        found = self._cached_floor(reference, dataset)
+        if isinstance(found, NoiseFloor) or not reference.loaded:
+            return found
+        chunks = noise_floor.floor_chunks(self.budget(dataset))
+        scores = self.reference_scores(reference, dataset, chunks)  # may measure it on the way
+        found = self._cached_floor(reference, dataset)
+        return (
+            found
+            if isinstance(found, NoiseFloor)
+            else self._measure_floor(reference, dataset, scores)
+        )
+
+    def _cached_floor(self, reference: ModelHandle, dataset: Dataset) -> NoiseFloor | str:
+        key = (str(reference.path), dataset.digest)
+        if key not in self._floors:
+            chunks = noise_floor.floor_chunks(self.budget(dataset))
+            entry = noise_floor.floor_entry(self.reference_entry(reference, dataset), chunks)
+            validate = functools.partial(
+                noise_floor.floor_problem, chunks=chunks, n_ctx=reference.options.n_ctx
+            )
+            arrays = self.cache.load(entry, validate=validate)
+            self._floors[key] = (
+                noise_floor.as_floor(dataset.domain, arrays)
+                if arrays is not None
+                else "not measured: the reference's scores came from a cache that holds no noise "
+                "floor for them, and measuring one would load the reference"
+            )
+        return self._floors[key]
+
+    def _measure_floor(
+        self, reference: ModelHandle, dataset: Dataset, scores: ReferenceScores
+    ) -> NoiseFloor | str:
+        """Score the first chunks again (see :mod:`qgate.engine.noise_floor`), store and keep."""
+        key = (str(reference.path), dataset.digest)
+        chunks = noise_floor.floor_chunks(len(scores.tokens))
+        try:
+            with self.instruments.timed("noise_floor"):
+                arrays = noise_floor.measure(reference.model, scores, chunks)
+        except NotImplementedError as exc:  # a backend that cannot score chosen positions
+            self._floors[key] = f"not measured: the backend cannot score chosen positions ({exc})"
+            return self._floors[key]
+        self.instruments.count("noise_floor_passes", chunks)
+        entry = noise_floor.floor_entry(self.reference_entry(reference, dataset), chunks)
+        self.cache.store(entry, arrays)
+        self._floors[key] = noise_floor.as_floor(dataset.domain, arrays)
+        return self._floors[key]
 
     def _unscored(self, reference: ModelHandle, dataset: Dataset) -> ReferenceScores:
         return ReferenceScores.unscored(dataset.domain, self._tokens(reference, dataset))
@@ -331,6 +391,8 @@ def _paired(domain: str, ref: ReferenceScores, parts: list[TokenScores]) -> Pair
     n = len(parts)
     return PairedScores(
         domain=domain,
+        position=np.concatenate([_positions(s) for s in parts]),
+        tokens=ref.tokens[:n],
         chunk=np.concatenate([np.full(len(s), i) for i, s in enumerate(parts)]),
         ref_logprob=ref.target_logprob[:n].reshape(-1),
         sub_logprob=np.concatenate([s.target_logprob for s in parts]),
@@ -338,6 +400,13 @@ def _paired(domain: str, ref: ReferenceScores, parts: list[TokenScores]) -> Pair
         ref_top1=ref.top_ids[:n, :, 0].reshape(-1),
         sub_top1=np.concatenate([s.top_ids[:, 0] for s in parts]),
     )
+
+
+def _positions(scores: TokenScores) -> np.ndarray:
+    """Where each row of a pass sits in its sequence."""
+    if scores.positions is not None:
+        return np.asarray(scores.positions)
+    return scores.start + np.arange(len(scores))
 
 
 def _kld(ref: ReferenceScores, chunk: int, subject_at_ref_ids: np.ndarray) -> np.ndarray:

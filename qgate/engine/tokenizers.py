@@ -1,4 +1,12 @@
-"""Refusing to compare models whose tokenizers differ: per-token statistics would be meaningless."""
+"""Refusing to compare models whose tokenizers differ: per-token statistics would be meaningless.
+
+Two checks guard the scoring pass. Before it, the vocabularies must agree (size, and the hash
+where two artifacts store their vocabulary the same way), and two models of different formats,
+both loaded, must tokenize a probe text alike. During it, the subject tokenizes every evaluation
+text with its own tokenizer, and the chunks must equal the reference's token for token, whatever
+the formats: a GGUF quant with the right vocabulary and the wrong pre-tokenizer has the same
+hash and other tokens. A refusal shows both sequences where they first differ, with their text.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from qgate.datasets import Dataset, make_chunks
 from qgate.engine.reference import ReferenceScores
 from qgate.errors import BackendError, CheckError
 from qgate.handle import ModelHandle
+from qgate.token_diff import PROBE_TEXTS, first_divergence, show_divergence
 
 
 def check_tokenizers(subject: ModelHandle, reference: ModelHandle) -> None:
@@ -40,10 +49,7 @@ def check_tokenizers(subject: ModelHandle, reference: ModelHandle) -> None:
 
 #: text with Latin, Cyrillic, CJK, digits, code and odd spacing: tokenizers that differ anywhere
 #: usually differ here
-TOKENIZER_PROBE = (
-    "The quick brown fox, 1234567 times:\n\tdef f(x): return x**2  # ok?\n"
-    'Zażółć gęślą jaźń. Съешь же ещё этих булок. 日本語のテキスト。 <s></s> {"a": [1, 2]}'
-)
+TOKENIZER_PROBE = "\n".join(PROBE_TEXTS.values())
 
 
 def tokenizer_family(info: ModelInfo) -> str:
@@ -53,16 +59,23 @@ def tokenizer_family(info: ModelInfo) -> str:
 
 
 def probe_tokenizers(subject: ModelHandle, reference: ModelHandle) -> None:
-    """Both loaded models must split a probe text into the same token ids."""
+    """Both loaded models must split a probe text into the same token ids (each with its own
+    special tokens, as its flags say)."""
     a = subject.model.tokenize(TOKENIZER_PROBE, add_bos=True)
     b = reference.model.tokenize(TOKENIZER_PROBE, add_bos=True)
-    if a != b:
-        pairs = enumerate(zip(a, b, strict=False))
-        at = next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
+    at = first_divergence(a, b)
+    if at is not None:
+        shown = show_divergence(
+            at,
+            [
+                (subject.info.label, a, subject.model.detokenize),
+                (f"the reference {reference.info.label}", b, reference.model.detokenize),
+            ],
+        )
         raise BackendError(
             f"tokenizers differ: {subject.info.label} and the reference {reference.info.label} "
-            f"turn the same probe text into different token sequences ({len(a)} vs {len(b)} "
-            f"tokens, first difference at token {at}); comparing them per token is meaningless"
+            f"turn the same probe text into different token sequences: {shown}; comparing them "
+            "per token is meaningless"
         )
 
 
@@ -82,28 +95,40 @@ def check_token_sequences(
         )
     except CheckError:
         mine = np.zeros((0, n_ctx), dtype=np.int32)
-    if mine.shape != ref.tokens.shape or not np.array_equal(mine, ref.tokens):
-        where = ""
-        if mine.shape == ref.tokens.shape:
-            chunk, pos = (int(v[0]) for v in np.nonzero(mine != ref.tokens))
-            where = (
-                f" (first difference in chunk {chunk} at token {pos}: "
-                f"{int(mine[chunk, pos])} vs {int(ref.tokens[chunk, pos])})"
-            )
-        raise BackendError(
-            f"tokenizers differ: {subject.info.label} and the reference {reference.info.label} "
-            f"tokenize the {dataset.domain!r} text into different token sequences{where}; "
-            "comparing them per token is meaningless"
+    if mine.shape == ref.tokens.shape and np.array_equal(mine, ref.tokens):
+        return
+    where = ""
+    if len(mine):
+        chunk = next(
+            (c for c in range(min(len(mine), count)) if not np.array_equal(mine[c], ref.tokens[c])),
+            0,
         )
+        ours, theirs = mine[chunk].tolist(), ref.tokens[chunk].tolist()
+        at = first_divergence(ours, theirs) or 0
+        shown = show_divergence(
+            at,
+            [
+                (subject.info.label, ours, model.detokenize),
+                (f"the reference {reference.info.label}", theirs, model.detokenize),
+            ],
+        )
+        where = f" (first difference in chunk {chunk} {shown})"
+    else:
+        where = f" (the subject's tokens fill no chunk of {n_ctx}; the reference's fill {count})"
+    raise BackendError(
+        f"tokenizers differ: {subject.info.label} and the reference {reference.info.label} "
+        f"tokenize the {dataset.domain!r} text into different token sequences{where}; "
+        "comparing them per token is meaningless"
+    )
 
 
 def check_vocabulary(
     subject: ModelHandle, reference: ModelHandle, ref: ReferenceScores, dataset: Dataset
 ) -> None:
-    if tokenizer_family(subject.info) != tokenizer_family(reference.info):
-        # vocabulary hashes of different formats do not compare: compare the very token
-        # sequences that are scored instead (the subject tokenizes the same text)
-        check_token_sequences(subject, reference, ref, dataset)
+    """Before a subject is scored on ``dataset``: its own tokenization must give the reference's
+    chunks (within a format as across formats: a vocabulary hash misses the pre-tokenizer, the
+    merges and the BOS flags), and the reference's ids must exist in its vocabulary."""
+    check_token_sequences(subject, reference, ref, dataset)
     model = subject.model
     if int(ref.top_ids.max()) >= model.n_vocab:
         raise BackendError(

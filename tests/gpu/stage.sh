@@ -18,7 +18,7 @@
 # There, from the repository root (each line one call; carry as printed by `split`):
 #   bash tests/gpu/stage.sh setup                install .whl/ and .gpusnap/ into $SITE, copy
 #                                                .gpusnap/ to $CODE, start the builds detached
-#                                                (carry .whl .gpusnap)
+#                                                (carry .whl .gpusnap; BUILDS="llama" skips exl2)
 #   bash tests/gpu/stage.sh code                 install .gpusnap/ again and refresh $CODE
 #   bash tests/gpu/stage.sh launch NAME MODEL [STEPS]   $CODE/tests/gpu/real_models.sh, detached
 #   bash tests/gpu/stage.sh receive              store the carried pieces, assemble every file
@@ -133,8 +133,11 @@ cmd_setup() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available(), "transformers", transformers.__version__)'
     nvcc --version | tail -1
+    local wheels
+    wheels=$(shopt -s nullglob; echo .whl/*.whl .whl/awq/*.whl .whl/awq/fallback/*.whl)
+    # shellcheck disable=SC2086  # one word per wheel
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" .whl/*.whl .whl/awq/*.whl .whl/awq/fallback/*.whl || return 3
+        --target "$SITE" $wheels || return 3
     # --upgrade: pip leaves a package already in a --target folder alone without it
     cmd_code || return 3
     rm -rf "$LSRC" && mkdir -p "$LSRC" && tar -xzf .whl/llama-src.tar.gz -C "$LSRC" || return 3
@@ -143,9 +146,10 @@ cmd_setup() {
     # the working tree is sent again by every call: the detached jobs run a copy of this script
     cp "$0" "$STAGE/stage.sh"
     rm -f "$STAGE"/{llama,exl2}.{rc,seconds}
-    setsid nohup bash "$STAGE/stage.sh" build-llama >"$STAGE/llama.log" 2>&1 </dev/null &
-    setsid nohup bash "$STAGE/stage.sh" build-exl2 >"$STAGE/exl2.log" 2>&1 </dev/null &
-    echo "builds started detached: $STAGE/llama.log, $STAGE/exl2.log"
+    for b in ${BUILDS:-llama exl2}; do  # BUILDS=llama when no EXL2 work is planned
+        setsid nohup bash "$STAGE/stage.sh" "build-$b" >"$STAGE/$b.log" 2>&1 </dev/null &
+        echo "build $b started detached: $STAGE/$b.log"
+    done
 }
 
 cmd_code() {
@@ -167,7 +171,7 @@ cmd_build_llama() {
         -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_NCCL=OFF \
         -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
-        && cmake --build "$BUILD" --target llama llama-perplexity -j "$(nproc)"
+        && cmake --build "$BUILD" --target ${LLAMA_TARGETS:-llama llama-perplexity} -j "$(nproc)"
     rc=$?
     since "$t" >"$STAGE/llama.seconds"
     if [ $rc = 0 ]; then
@@ -195,6 +199,7 @@ cmd_build_exl2() {
 
 cmd_status() {
     for b in llama exl2; do
+        [ -f "$STAGE/$b.log" ] || continue  # not started (BUILDS)
         if [ -f "$STAGE/$b.rc" ]; then
             echo "$b build: rc $(cat "$STAGE/$b.rc") in $(cat "$STAGE/$b.seconds") s"
         else

@@ -24,4 +24,3 @@ class IdentityCheck(Check[IdentityOptions]):
         if candidates is None:
             return [ctx.skip("no claimed source: give --reference or the claimed_source option")]
         return judge(ctx, candidates, gather_evidence(ctx, candidates))
-

@@ -101,8 +101,6 @@ def _undecided(ctx: Context, evidence: Evidence) -> CheckResult:
     )
 
 
-
-
 def _supporting(result: CheckResult, decided_by: str | None) -> CheckResult:
     """A result of evidence that did not decide: reported, never blocking."""
     if result.verdict in (Verdict.FAIL, Verdict.ERROR):

@@ -1,20 +1,23 @@
 """``long-context``: KV-cache and position damage over long sequences, per cache type.
 
-A quantized KV cache hurts long contexts more than weight quantization does: output starts well
-and degrades past ~4K tokens, and Q8 is the comfortable cache floor. But where most layers use
-sliding-window attention (Gemma 3) a q4_0 cache can hurt by the same amount at every position. So
-each cache type of the sweep gets three verdicts:
+A quantized KV cache hurts long contexts more than weight quantization does, and where most
+layers use sliding-window attention (Gemma 3) a q4_0 cache hurts by the same amount at every
+position. The damage is judged with the weight checks' own yardstick, against the reference
+with an f16 cache, per position bucket (0-512, 512-1K, 1-2K, 2-4K, ...):
 
-- ``late_excess_kld``: mean KLD of the last position bucket minus the first's (degrades late);
-- ``max_bucket_kld``: the worst bucket's mean KLD against the f16-cache reference (damaged
-  everywhere, which the excess alone would pass);
-- ``retrieval_drop``: a pass key hidden at several depths of a long filler text, asked for at
-  the end; the reference's accuracy minus the subject's.
+- ``ppl_delta``: the PPL rise over every scored text position (``perplexity``'s floor);
+- ``max_bucket_ppl_delta``, ``max_bucket_kld``, ``max_bucket_kld_p99``: the worst bucket's PPL
+  rise, mean and p99 KLD, with an interval that holds for all buckets at once;
+- ``late_excess_kld``: mean KLD of the last bucket minus the first's (degrades late);
+- ``retrieval_drop``: the share of the pass keys the reference retrieves that the subject loses,
+  with a Wilson interval; over fewer than ``min_retrieval_trials`` keys it only warns.
 
-Long sequences are built from the shipped corpora, each corpus at most once per sequence. Only a
-sample of positions per bucket is scored (logits are computed nowhere else), the reference at f16.
-The reference's outputs (the token sequence, its scores and its pass-key answers) are cached
-together, so a second run of the same quant never loads the reference at the long context.
+A sequence is corpus text with labelled pass keys hidden at evenly spaced depths and the
+questions at its end, scored in one forward pass (``passkey``). Every position's figures are
+resampled in blocks; each verdict states its resolution (the interval half-width) against a
+third of its floor, and while a verdict is undecided and coarser than that, another sequence is
+measured, up to ``max_sequences`` (the policy's time budget). The reference's outputs are cached
+per sequence, so a second run of the same quant never loads the reference at the long context.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The reference's long-context outputs: its token sequence, its scores there, its pass-key hits.
+"""The reference's outputs on one long sequence: the tokens, where the text and the pass keys
+sit, and its scores at the scored positions (which also say which keys it retrieves).
 
-They are cached whole and verified on every read (``CheckContext.reference_outputs``), so a
-second run of the same quant never loads the reference at the long context. With
+They are cached whole per sequence and verified on every read (``CheckContext.reference_outputs``),
+so a second run of the same quant never loads the reference at the long context. With
 ``evaluation.cache_spot_check`` the cached pass is replayed whole, every position: the entry's
 unit is the one sequence, and a replay of the very same request is bit-identical, whereas
 scoring a subset of positions or a shorter prefix runs other kernels and moves log-probabilities
@@ -11,11 +12,11 @@ by up to ~1e-2 nats (Gemma 3 270M, F16), past any tolerance that would still cat
 from __future__ import annotations
 
 import functools
-import hashlib
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 
+from qgate.backend import LoadedModel
 from qgate.cache import Entry, backend_material
 from qgate.cached_outputs import (
     SPOT_CHECK_TOLERANCE,
@@ -30,77 +31,91 @@ from qgate.cached_outputs import (
 from qgate.check import CheckContext
 from qgate.errors import CheckError
 from qgate_checks.long_context.options import LongContextOptions
-from qgate_checks.long_context.passkey import Probe, probe_settings, run_probes
-from qgate_checks.long_context.sequence import long_sequence
+from qgate_checks.long_context.passkey import Layout, layout
+from qgate_checks.long_context.sequence import bucket_edges, pick_positions, rotated
 
 #: the cached values a spot-check compares with a fresh pass
 SPOT_CHECKED = ("target_logprob", "top_ids", "top_logprobs", "tail_logprobs")
+#: bump when the way a sequence is laid out changes (needle wording, depths, question block)
+LAYOUT_VERSION = "text+passkeys-1"
 
 
 def reference_outputs(
-    ctx: CheckContext[LongContextOptions], positions: np.ndarray, probes: list[Probe]
+    ctx: CheckContext[LongContextOptions], sequence: int
 ) -> dict[str, np.ndarray]:
-    """The reference's outputs at the long context, from the verified cache or computed."""
+    """The reference's outputs on sequence ``sequence``, from the verified cache or computed."""
     assert ctx.reference is not None
-    options, settings = ctx.options, ctx.settings
     validate = functools.partial(
         long_reference_problem,
-        context=options.context,
-        positions=len(positions),
-        probes=len(probes),
-        top_k=expected_top_k(settings.top_k, ctx.reference.info.vocab_size),
-        tail_samples=settings.tail_samples,
+        context=ctx.options.context,
+        top_k=expected_top_k(ctx.settings.top_k, ctx.reference.info.vocab_size),
+        tail_samples=ctx.settings.tail_samples,
         vocab=ctx.reference.info.vocab_size,
     )
-    entry = cache_entry(ctx, positions, probes)
+    entry = cache_entry(ctx, sequence)
     return ctx.reference_outputs(
         entry,
-        lambda: compute(ctx, positions, probes),
+        lambda: compute(ctx, sequence),
         validate=validate,
-        replay=lambda cached: replay(ctx, entry, cached, positions, probes),
+        replay=lambda cached: replay(ctx, sequence, cached),
     )
 
 
-def cache_entry(
-    ctx: CheckContext[LongContextOptions], positions: np.ndarray, probes: list[Probe]
-) -> Entry:
-    """Everything the reference's long-context outputs depend on."""
+def cache_entry(ctx: CheckContext[LongContextOptions], sequence: int) -> Entry:
+    """Everything the reference's outputs on one sequence depend on."""
     assert ctx.reference is not None
     options, settings = ctx.options, ctx.settings
     at_long_context = replace(ctx.reference.options, n_ctx=options.context, kv_cache="f16")
     return Entry.of(
         "long-context-reference",
         model=ctx.reference.digest,
-        corpora=options.corpora,
-        positions=hashlib.sha256(positions.tobytes()).hexdigest(),
-        probes=[(p.length, p.depth, p.key) for p in probes],
-        probe_decoding=asdict(probe_settings()),
+        layout=LAYOUT_VERSION,
+        corpora=rotated(options.corpora, sequence),
+        sequence=sequence,
+        needles=options.needles,
+        positions_per_bucket=options.positions_per_bucket,
+        passkey_seed=settings.seed,
         top_k=settings.top_k,
         tail_samples=settings.tail_samples,
         **backend_material(ctx.reference.backend.name, at_long_context),
     )
 
 
-def compute(
-    ctx: CheckContext[LongContextOptions], positions: np.ndarray, probes: list[Probe]
-) -> dict[str, np.ndarray]:
-    """Score the reference at the long context (an f16 cache) and ask it the pass-key probes."""
+def build(model: LoadedModel, options: LongContextOptions, sequence: int, seed: int) -> Layout:
+    return layout(
+        model, options.corpora, options.context, options.needles, sequence=sequence, seed=seed
+    )
+
+
+def scored_positions(sequence_layout: Layout, options: LongContextOptions) -> np.ndarray:
+    """The text positions sampled per bucket, and every pass-key token."""
+    text = pick_positions(
+        sequence_layout.text, bucket_edges(options.context), options.positions_per_bucket
+    )
+    return np.union1d(text, sequence_layout.key_positions()).astype(np.int64)
+
+
+def compute(ctx: CheckContext[LongContextOptions], sequence: int) -> dict[str, np.ndarray]:
+    """Lay out the sequence with the reference's tokenizer and score it (an f16 cache)."""
     assert ctx.reference is not None
     options, settings = ctx.options, ctx.settings
     with ctx.reference.borrowed(n_ctx=options.context, kv_cache="f16") as reference:
-        tokens = long_sequence(reference, options.corpora, options.context)
+        placed = build(reference, options, sequence, settings.seed)
+        positions = scored_positions(placed, options)
         scores = reference.score(
-            tokens,
+            placed.tokens,
             start=int(positions[0]),
             positions=positions.tolist(),
             top_k=settings.top_k,
             tail_samples=settings.tail_samples,
         )
-        hits = run_probes(reference, probes)
     rows = len(scores)
     arrays = {
-        "tokens": np.asarray(tokens, dtype=np.int64),
-        "hits": np.asarray(hits, dtype=bool),
+        "tokens": np.asarray(placed.tokens, dtype=np.int64),
+        "positions": positions,
+        "text": np.isin(positions, placed.text),
+        "keys": placed.keys,
+        "depths": placed.depths,
         "target_logprob": scores.target_logprob,
         "top_ids": scores.top_ids,
         "top_logprobs": scores.top_logprobs,
@@ -117,36 +132,27 @@ def compute(
 
 
 def replay(
-    ctx: CheckContext[LongContextOptions],
-    entry: Entry,
-    cached: dict[str, np.ndarray],
-    positions: np.ndarray,
-    probes: list[Probe],
+    ctx: CheckContext[LongContextOptions], sequence: int, cached: dict[str, np.ndarray]
 ) -> SpotCheck:
-    """Replay the cached scoring pass whole and ask a few cached pass-key probes again."""
+    """Lay the sequence out again and replay the cached scoring pass whole."""
     assert ctx.reference is not None
-    asked = ctx.spot_check_picks(entry, len(probes))
-    record: dict[str, object] = {"positions": len(positions), "probes": asked}
+    record: dict[str, object] = {"sequence": sequence, "positions": len(cached["positions"])}
     with ctx.reference.borrowed(n_ctx=ctx.options.context, kv_cache="f16") as reference:
-        tokens = long_sequence(reference, ctx.options.corpora, ctx.options.context)
-        if tokens != cached["tokens"].tolist():
-            return SpotCheck("its token sequence is not the reference's tokenization", record)
+        placed = build(reference, ctx.options, sequence, ctx.settings.seed)
+        if placed.tokens != cached["tokens"].tolist():
+            return SpotCheck("its token sequence is not the reference's layout", record)
+        positions = cached["positions"]
         fresh = reference.score(
-            tokens,
+            placed.tokens,
             start=int(positions[0]),
             positions=positions.tolist(),
             top_k=cached["top_ids"].shape[1],
             gather=np.concatenate([cached["top_ids"], cached["tail_ids"]], axis=1),
         )
         ctx.count("spot_check_passes")
-        rows = {name: cached[name] for name in SPOT_CHECKED}
-        problem, worst = disagreement(rows, fresh, SPOT_CHECK_TOLERANCE)
-        record["max_abs_diff"] = worst
-        if problem is None:
-            hits = run_probes(reference, [probes[i] for i in asked])
-            ctx.count("spot_check_generations", len(asked))
-            if hits != [bool(cached["hits"][i]) for i in asked]:
-                problem = "the reference answers the pass-key probes otherwise"
+    rows = {name: cached[name] for name in SPOT_CHECKED}
+    problem, worst = disagreement(rows, fresh, SPOT_CHECK_TOLERANCE)
+    record["max_abs_diff"] = worst
     return SpotCheck(problem, record)
 
 
@@ -154,8 +160,6 @@ def long_reference_problem(
     arrays: dict[str, np.ndarray],
     *,
     context: int,
-    positions: int,
-    probes: int,
     top_k: int,
     tail_samples: int,
     vocab: int | None = None,
@@ -163,14 +167,41 @@ def long_reference_problem(
     """Why a cached long-context entry cannot be what a pass with these settings stored."""
     fields = {
         "tokens": Field("int", (context,), "ids"),
-        "hits": Field("bool", (probes,)),
-        "target_logprob": Field("float", (positions,), "logprobs"),
-        "top_ids": Field("int", (positions, top_k), "ids"),
-        "top_logprobs": Field("float", (positions, top_k), "logprobs"),
-        "tail_ids": Field("int", (positions, "tail"), "ids"),
-        "tail_logprobs": Field("float", (positions, "tail"), "logprobs"),
+        "positions": Field("int", ("n",)),
+        "text": Field("bool", ("n",)),
+        "keys": Field("int", ("needles", 2)),
+        "depths": Field("float", ("needles",)),
+        "target_logprob": Field("float", ("n",), "logprobs"),
+        "top_ids": Field("int", ("n", top_k), "ids"),
+        "top_logprobs": Field("float", ("n", top_k), "logprobs"),
+        "tail_ids": Field("int", ("n", "tail"), "ids"),
+        "tail_logprobs": Field("float", ("n", "tail"), "logprobs"),
     }
     problem, sizes = check_arrays(arrays, fields, vocab=vocab)
     return (
-        problem or top_problem(arrays["top_logprobs"]) or tail_problem(sizes["tail"], tail_samples)
+        problem
+        or layout_problem(arrays, context)
+        or top_problem(arrays["top_logprobs"])
+        or tail_problem(sizes["tail"], tail_samples)
     )
+
+
+def layout_problem(arrays: dict[str, np.ndarray], context: int) -> str | None:
+    """Scored positions ascending inside the context, and every key token among them."""
+    positions, keys = arrays["positions"], arrays["keys"]
+    if len(positions) == 0 or positions[0] < 1 or positions[-1] >= context:
+        return f"its scored positions are not inside [1, {context})"
+    if np.any(np.diff(positions) <= 0):
+        return "its scored positions are not ascending"
+    if len(keys) and (np.any(keys[:, 0] >= keys[:, 1]) or np.any(keys < 1)):
+        return "its pass-key spans are empty or out of order"
+    spans = [np.arange(start, end) for start, end in keys.tolist()]
+    key_positions = np.concatenate(spans) if spans else np.zeros(0, np.int64)
+    if (
+        not np.isin(key_positions, positions).all()
+        or arrays["text"][np.isin(positions, key_positions)].any()
+    ):
+        return "its pass-key tokens are not scored, or scored as text"
+    if not ((arrays["depths"] >= 0) & (arrays["depths"] <= 1)).all():
+        return "its pass-key depths are not shares of the text"
+    return None
