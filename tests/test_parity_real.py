@@ -1,8 +1,9 @@
 """The parity checks on a real instruction-tuned model: Qwen2.5-Coder-0.5B-Instruct Q4_K_M.
 
 Its broken copies are made as users made them, with ``gguf-new-metadata``: the pre-tokenizer
-``default`` (llama.cpp 7724), the EOS id 0 (unsloth 468), the chat template removed. Each keeps
-the weights bit for bit; the parity checks must name what is wrong and pass the clean file. The
+``default`` (llama.cpp 7724), the EOS id 0 (unsloth 468), the chat template removed, the RoPE
+base dropped (llama.cpp 8330). Each keeps the weights bit for bit; the parity checks must name
+what is wrong and pass the clean file. The
 whole of production on the same copies, with the time it takes, is benchmarks/parity_cases.py.
 """
 
@@ -21,6 +22,9 @@ from qgate.results import CheckResult, RunReport, Verdict
 from qgate.token_diff import PROBE_TEXTS
 
 pytestmark = pytest.mark.qwen
+
+#: the GGUF key of the RoPE base; Qwen2.5 stores 1,000,000
+ROPE_BASE_KEY = "qwen2.rope.freq_base"
 
 #: the parity checks that need no scoring pass, on production's settings otherwise
 POLICY = """
@@ -60,7 +64,8 @@ def test_broken_copies_of_qwen_fail_by_name_and_the_clean_file_passes(
     clean.hardlink_to(qwen_gguf)
     pre = new_metadata(qwen_gguf, tmp_path / "pre.gguf", "--pre-tokenizer", "default")
     eos = new_metadata(qwen_gguf, tmp_path / "eos.gguf", "--special-token-by-id", "eos", "0")
-    results = run(qgate, tmp_path, [clean, pre, eos], qwen_gguf)
+    rope = new_metadata(qwen_gguf, tmp_path / "rope.gguf", "--remove-metadata", ROPE_BASE_KEY)
+    results = run(qgate, tmp_path, [clean, pre, eos, rope], qwen_gguf)
 
     ok = results["clean.gguf"]
     assert not {n: r.message for n, r in ok.items() if r.verdict.is_blocking}
@@ -81,6 +86,14 @@ def test_broken_copies_of_qwen_fail_by_name_and_the_clean_file_passes(
     assert results["eos.gguf"]["special-tokens.stop_rate_drop"].verdict is Verdict.PASS
     stored = results["eos.gguf"]["tokenizer-parity.fingerprint_differences"]
     assert stored.verdict is Verdict.FAIL and "eos token: id 0 '!'" in stored.message
+
+    # a converter that loses the RoPE base leaves a file llama.cpp runs with its default
+    config = results["rope.gguf"]["config-parity.config_differences"]
+    assert config.verdict is Verdict.FAIL and config.value == 1
+    assert (
+        "rope_base: 10000 vs the reference's 1e+06 (subject: qwen2.rope.freq_base is absent from "
+        "the file: llama.cpp runs with its default 10000)"
+    ) in config.message, config.message
 
 
 def test_a_copy_without_its_chat_template_fails(qgate, tmp_path, qwen_gguf) -> None:
