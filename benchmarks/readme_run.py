@@ -6,10 +6,10 @@ under production plus payoff (benchmarks/readme-run.yaml).
 builds the ladder into models/ (benchmarks/gemma_ladder.py), runs ``qgate check`` from a folder in
 which ``models/`` names it (so the results record short paths), and writes
 ``gemma-production.{json,html,md}`` into docs/runs/. The README's tables are generated from the
-JSON (``python -m benchmarks.readme_tables docs/runs/gemma-production.json``) and
-tests/test_readme_figures.py keeps them equal; the README's screenshot is the HTML, taken by
-tests/test_browser.py. A second CPU job on the same cores slows the payoff timing and widens its
-intervals; nothing else in the figures depends on the machine's load.
+JSON (``python benchmarks/readme_tables.py --write``) and tests/test_readme_figures.py keeps them
+equal. (The README's screenshot is of another recorded run, benchmarks/tiny_run.py's.) A second
+CPU job on the same cores slows the payoff timing and widens its intervals; nothing else in the
+figures depends on the machine's load.
 """
 
 from __future__ import annotations
