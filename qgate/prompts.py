@@ -33,21 +33,24 @@ class PromptSet:
     digest: str
 
 
-def load_prompt_set(name_or_path: str = "default") -> PromptSet:
-    """A shipped prompt set by name, or a JSONL file by path."""
+def read_prompt_source(name_or_path: str) -> tuple[str, str]:
+    """The text of a shipped prompt set (by name) or of a JSONL file (by path), and its source
+    as messages name it (``builtin:NAME`` or the path). :raises UsageError: when unreadable."""
     path = Path(name_or_path)
     if path.suffix == ".jsonl" or path.exists():
         try:
-            raw = path.read_text(encoding="utf-8")
+            return path.read_text(encoding="utf-8"), str(path)
         except OSError as exc:
             raise UsageError(f"cannot read prompt set {path}: {exc.strerror}") from None
-        source = str(path)
-    else:
-        resource = resources.files("qgate.data.prompts").joinpath(f"{name_or_path}.jsonl")
-        if not resource.is_file():
-            raise UsageError(f"no shipped prompt set named {name_or_path!r} (give a .jsonl path)")
-        raw = resource.read_text(encoding="utf-8")
-        source = f"builtin:{name_or_path}"
+    resource = resources.files("qgate.data.prompts").joinpath(f"{name_or_path}.jsonl")
+    if not resource.is_file():
+        raise UsageError(f"no shipped prompt set named {name_or_path!r} (give a .jsonl path)")
+    return resource.read_text(encoding="utf-8"), f"builtin:{name_or_path}"
+
+
+def load_prompt_set(name_or_path: str = "default") -> PromptSet:
+    """A shipped prompt set by name, or a JSONL file by path."""
+    raw, source = read_prompt_source(name_or_path)
     prompts = []
     seen: set[str] = set()
     for number, record in jsonl_records(raw, source):

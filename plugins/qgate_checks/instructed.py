@@ -11,7 +11,7 @@ reported and the result stands as a skip, never a pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,14 @@ class Answered:
 
     def ok(self, role: str) -> np.ndarray:
         return np.array([label == "ok" for label in self.labels[role]], dtype=bool)
+
+    def label_with(self, label: Callable[[str, Prompt], str]) -> None:
+        """Label every answer of both models: ``label(answer text, its prompt)``."""
+        for role in ROLES:
+            self.labels[role] = [
+                label(output.text, prompt)
+                for output, prompt in zip(self.outputs[role], self.prompts, strict=True)
+            ]
 
 
 def answer(

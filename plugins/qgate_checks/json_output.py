@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from qgate.backend import GenerationSettings
@@ -27,7 +25,7 @@ from qgate.datasets import jsonl_records
 from qgate.errors import UsageError
 from qgate.hookspecs import hookimpl
 from qgate.options import option
-from qgate.prompts import load_prompt_set
+from qgate.prompts import load_prompt_set, read_prompt_source
 from qgate.results import CheckResult
 from qgate_checks.instructed import Judgement, answer, judge, lost_samples, rate_table
 
@@ -89,17 +87,7 @@ def label(text: str, keys: tuple[str, ...]) -> str:
 
 def required_keys(name_or_path: str) -> dict[str, tuple[str, ...]]:
     """Prompt id -> the keys its answer must hold, from the set's lines (``keys``)."""
-    path = Path(name_or_path)
-    if path.suffix == ".jsonl" or path.exists():
-        try:
-            raw, source = path.read_text(encoding="utf-8"), str(path)
-        except OSError as exc:
-            raise UsageError(f"cannot read prompt set {path}: {exc.strerror}") from None
-    else:
-        resource = resources.files("qgate.data.prompts").joinpath(f"{name_or_path}.jsonl")
-        if not resource.is_file():
-            raise UsageError(f"no shipped prompt set named {name_or_path!r} (give a .jsonl path)")
-        raw, source = resource.read_text(encoding="utf-8"), f"builtin:{name_or_path}"
+    raw, source = read_prompt_source(name_or_path)
     keys = {}
     for number, record in jsonl_records(raw, source):
         wanted = record.get("keys") if isinstance(record, dict) else None
@@ -125,11 +113,7 @@ class JsonOutputCheck(Check[JsonOutputOptions]):
         keys = required_keys(options.prompts)
         settings = GenerationSettings(max_tokens=options.max_tokens)
         answered = answer(ctx, prompt_set.prompts, settings, "JSON prompts")
-        for role in ("reference", "subject"):
-            answered.labels[role] = [
-                label(output.text, keys[prompt.id])
-                for output, prompt in zip(answered.outputs[role], answered.prompts, strict=True)
-            ]
+        answered.label_with(lambda text, prompt: label(text, keys[prompt.id]))
         judgement = Judgement(
             "json_valid_drop",
             "answers that parse as JSON with every asked key",

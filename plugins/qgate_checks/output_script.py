@@ -84,11 +84,7 @@ class OutputScriptCheck(Check[OutputScriptOptions]):
             )
         settings = GenerationSettings(max_tokens=options.max_tokens)
         answered = answer(ctx, prompt_set.prompts, settings, "multilingual prompts")
-        for role in ("reference", "subject"):
-            answered.labels[role] = [
-                label(output.text, str(scripts[prompt.id]))
-                for output, prompt in zip(answered.outputs[role], answered.prompts, strict=True)
-            ]
+        answered.label_with(lambda text, prompt: label(text, str(scripts[prompt.id])))
         judgement = Judgement(
             "wrong_script_increase",
             "answers in the prompt's script",
